@@ -1,0 +1,116 @@
+"""The ``reidkit`` command line: a lazy click group (``reidkit --help`` imports no torch)."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from reidkit._version import __version__
+
+# name -> (module, attribute, one-line help). A command shows up once its module exists.
+BUILTIN_COMMANDS = {
+    "adapt": ("reidkit.commands.adapt", "adapt", "Turn a benchmark folder (or the synthetic world) into a store."),
+    "info": ("reidkit.commands.info", "info", "Summarise a store: splits, ids, cameras, outfits, protocols."),
+    "plugins": ("reidkit.commands.plugins", "plugins", "List installed plugins and what they register."),
+    "mask": ("reidkit.commands.mask", "mask", "Compute clothing masks for a store's images."),
+    "expand": ("reidkit.commands.expand", "expand", "Generate new training images into a store (a generated run)."),
+    "show": ("reidkit.commands.show", "show", "Contact sheet of originals and their generated variants."),
+    "train": ("reidkit.commands.train", "train", "Train a Re-ID model on a store and its generated runs."),
+    "eval": ("reidkit.commands.eval", "eval_command", "Evaluate features or a checkpoint with the store's protocols."),
+    "demo": ("reidkit.commands.demo", "demo", "Run the whole story on the synthetic world, no downloads."),
+}
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("REIDKIT_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:2]
+
+
+class ReidkitGroup(click.Group):
+    """Built-in commands import on demand; plugin commands come from ``register_commands``."""
+
+    _plugin_commands_added = False
+
+    def _available_builtins(self):
+        return [name for name, (module, _, _) in BUILTIN_COMMANDS.items() if importlib.util.find_spec(module) is not None]
+
+    def _add_plugin_commands(self):
+        if not self._plugin_commands_added:
+            self._plugin_commands_added = True
+            from reidkit.plugin_manager import get_plugins
+
+            get_plugins().add_commands(self)
+
+    def list_commands(self, ctx):
+        self._add_plugin_commands()
+        return sorted(set(self._available_builtins()) | set(self.commands))
+
+    def get_command(self, ctx, name):
+        if name in BUILTIN_COMMANDS and name not in self.commands:
+            module, attr, _ = BUILTIN_COMMANDS[name]
+            if importlib.util.find_spec(module) is not None:
+                return getattr(importlib.import_module(module), attr)
+        self._add_plugin_commands()
+        return self.commands.get(name)
+
+    def format_commands(self, ctx, formatter):
+        # Help text from the table, so listing commands imports none of them.
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in BUILTIN_COMMANDS and name not in self.commands:
+                rows.append((name, BUILTIN_COMMANDS[name][2]))
+            else:
+                rows.append((name, self.commands[name].get_short_help_str(limit=80)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name is not None and self.get_command(ctx, name) is None and not name.startswith("-"):
+            known = ", ".join(self.list_commands(ctx))
+            raise click.UsageError(f"unknown command '{name}' (commands: {known})", ctx)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=ReidkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reidkit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks (also: REIDKIT_DEBUG=1).")
+def cli(debug):
+    """reidkit: more and better training data for person re-identification.
+
+    \b
+    Pipeline: adapt -> (mask) -> expand -> train -> eval
+    Shell completion (bash): eval "$(_REIDKIT_COMPLETE=bash_source reidkit)"
+    """
+    if debug:
+        os.environ["REIDKIT_DEBUG"] = "1"
+
+
+def main(argv=None):
+    """Console entry point: exit 0 success, 1 failure, 2 usage error; one line per error."""
+    try:
+        cli.main(args=argv, prog_name="reidkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if debug_enabled():
+            raise
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("Interrupted: finished work is kept; rerun the same command to resume.", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"Error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,89 @@
+"""``reidkit adapt NAME``: one subcommand per registered adapter."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reidkit.plugin_manager import get_plugins
+
+
+def _common_options(adapter):
+    return [
+        click.Option(
+            ["--root"],
+            type=click.Path(path_type=Path),
+            required=adapter.needs_root,
+            help="The dataset folder as distributed (or the folder it was unpacked into).",
+        ),
+        click.Option(["--out"], type=click.Path(path_type=Path), required=True, help="Store file to write (e.g. ltcc.h5)."),
+        click.Option(["--force"], is_flag=True, help="Replace an existing store."),
+        click.Option(["--skip-bad"], is_flag=True, help="Leave out unparseable or corrupt images (recorded in the store) instead of failing."),
+    ]
+
+
+def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings):
+    from reidkit.progress import progress_bar
+    from reidkit.store.writer import check_output, write_store
+
+    check_output(out, force)  # before scanning: a wrong --out fails at once
+    adapter = adapter_cls()
+    layout = adapter.scan(root, dict(settings))
+    layout.settings = {**dict(settings), **layout.settings, "adapter": name, "root": str(root) if root else None}
+    total = layout.total if layout.total is not None else (len(layout.records) if hasattr(layout.records, "__len__") else None)
+    with progress_bar(total, f"adapt {name}") as update:
+        summary = write_store(out, layout, force=force, skip_bad=skip_bad, progress=lambda n: update(completed=n))
+    click.echo(f"Wrote {summary.path} ({summary.images} images, fingerprint {summary.fingerprint})", err=True)
+    if summary.skipped:
+        click.echo(f"Skipped {len(summary.skipped)} bad items (recorded in the store; see 'reidkit info --json')", err=True)
+    from reidkit.commands.info import print_summary
+    from reidkit.store import open_store
+
+    print_summary(open_store(summary.path))
+
+
+def build_adapter_command(name, adapter_cls):
+    def callback(root, out, force, skip_bad, **settings):
+        run_adapt(name, adapter_cls, root, out, force, skip_bad, settings)
+
+    return click.Command(
+        name,
+        params=_common_options(adapter_cls) + [_copy_option(o) for o in getattr(adapter_cls, "options", [])],
+        callback=callback,
+        help=getattr(adapter_cls, "__doc__", None) or adapter_cls.summary,
+        short_help=getattr(adapter_cls, "summary", ""),
+    )
+
+
+def _copy_option(option):
+    # click parameters are bound to one command; adapters declare them once at class level.
+    import copy
+
+    return copy.copy(option)
+
+
+class AdaptGroup(click.Group):
+    def list_commands(self, ctx):
+        return get_plugins().names("adapters")
+
+    def get_command(self, ctx, name):
+        plugins = get_plugins()
+        if name not in plugins.names("adapters"):
+            return None
+        return build_adapter_command(name, plugins.get("adapters", name))
+
+    def resolve_command(self, ctx, args):
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            get_plugins().get("adapters", args[0])  # raises: unknown adapter, with the known names
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=AdaptGroup)
+def adapt():
+    """Turn a benchmark (or the synthetic world) into a store.
+
+    \b
+    Examples:
+      reidkit adapt synthetic --out world.h5
+      reidkit adapt ltcc --root ~/data/LTCC_ReID --out ltcc.h5
+    """

@@ -1,0 +1,89 @@
+"""Atomic publication of files: write under a hidden partial name, fsync, rename.
+
+HDF5 is not crash-safe when modified in place, so reidkit never modifies a
+published file: every store and every addition to it is a new file that
+appears under its final name only once complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+PARTIAL_MARK = ".partial-"
+
+
+def partial_path(final: Path) -> Path:
+    final = Path(final)
+    return final.with_name(f".{final.name}{PARTIAL_MARK}{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(final: Path) -> int:
+    """Delete partial files of ``final`` left by processes that no longer run (kill -9)."""
+    final = Path(final)
+    removed = 0
+    if not final.parent.is_dir():
+        return 0
+    prefix = f".{final.name}{PARTIAL_MARK}"
+    for leftover in final.parent.glob(prefix + "*"):
+        suffix = leftover.name[len(prefix):]
+        if suffix.isdigit() and not _pid_alive(int(suffix)):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def fsync_path(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(partial: Path, final: Path, *, replace: bool = False):
+    """Make ``partial`` visible as ``final`` in one step (same folder, so rename is atomic)."""
+    fsync_path(partial)
+    if replace:
+        os.replace(partial, final)
+    else:
+        # link() fails if final exists, so two writers cannot both publish the same name.
+        try:
+            os.link(partial, final)
+        except FileExistsError:
+            Path(partial).unlink(missing_ok=True)
+            raise
+        Path(partial).unlink()
+    fsync_path(Path(final).parent)
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path, *, replace: bool = False):
+    """Yield a partial path to write; publish it on success, delete it on any failure."""
+    final = Path(final)
+    remove_stale_partials(final)
+    partial = partial_path(final)
+    try:
+        yield partial
+        publish(partial, final, replace=replace)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(final: Path, data, *, replace: bool = True):
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(final, replace=replace) as partial:
+        partial.write_text(json.dumps(data, indent=2, sort_keys=True))
