@@ -1,0 +1,1 @@
+"""Built-in backbones (registered through the public register hook of this kind)."""

@@ -1,0 +1,1 @@
+"""Built-in filters (registered through the public register hook of this kind)."""

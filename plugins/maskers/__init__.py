@@ -1,0 +1,1 @@
+"""Built-in maskers (registered through the public register hook of this kind)."""

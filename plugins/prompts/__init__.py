@@ -1,0 +1,1 @@
+"""Built-in prompts (registered through the public register hook of this kind)."""
