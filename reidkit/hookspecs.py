@@ -58,14 +58,21 @@ def register_filters(register):
 
 @hookspec
 def register_backbones(register):
-    """Register Re-ID backbones (feature extractors) for ``reidkit train``.
-    Contract: ``reidkit.contracts.Backbone``."""
+    """Register Re-ID backbones (feature extractors) for ``reidkit train --backbone NAME``.
+
+    Contract: ``reidkit.training.contracts.Backbone``: ``register("timm", factory)``
+    where ``factory(**settings)`` returns the module (built-in: ``timm``).
+    """
 
 
 @hookspec
 def register_strategies(register):
     """Register training strategies (``reidkit train --plugin NAME``), e.g.
-    baseline, cal, progressive, pretrain. Contract: ``reidkit.contracts.Strategy``."""
+    baseline, cal, progressive, pretrain.
+
+    Contract: ``reidkit.training.contracts.Strategy``: ``register("cal", CalStrategy)``
+    where ``CalStrategy(settings)`` builds heads, losses and the schedule.
+    """
 
 
 @hookspec

@@ -134,6 +134,11 @@ class Store:
         except KeyError:
             raise StoreError(f"store {self.path} has no split '{name}' (splits: {', '.join(sorted(self.splits))})") from None
 
+    @property
+    def image_paths(self) -> np.ndarray:
+        """Source path of each image relative to the dataset root (``store.path`` is the store file)."""
+        return self.columns["path"]
+
     def __getattr__(self, name):
         # store.pid, store.camera, ... read the per-image columns
         columns = self.__dict__.get("columns")

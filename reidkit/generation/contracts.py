@@ -1,0 +1,173 @@
+"""Contracts of the four expansion plugin kinds: Masker, PromptSource, Generator, Filter.
+
+Every plugin is a class registered through its hook (``register_maskers`` ...).
+A class declares ``defaults`` (every setting it accepts, with its default
+value); reidkit resolves a user's overrides against them
+(:func:`resolve_settings`) and constructs the plugin with
+``cls(settings, device)`` (filters also receive the store). Heavy libraries
+are imported inside methods, never at module import.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from reidkit.errors import PluginError
+
+
+@dataclass
+class GenerationItem:
+    """One (source image, variant) to generate: everything a generator or filter may look at."""
+
+    source_index: int
+    variant: int
+    image: np.ndarray  # HxWx3 uint8 RGB, the untouched source
+    mask: np.ndarray | None  # HxW bool, True where clothing may be repainted
+    label_map: np.ndarray | None  # HxW uint8 label ids into ``labels``
+    labels: list[str]
+    clothing: list[str]
+    target_key: str  # clothes key of the target outfit in the clothing bank
+    items: list[str]  # the target outfit's clothing items
+    prompt: str
+    seed: int
+    pid: int = -1
+    camera: int = -1
+
+
+@dataclass
+class Verdict:
+    """A filter's decision on one generated image."""
+
+    kept: bool
+    reason: str = ""
+    scores: dict = field(default_factory=dict)
+
+
+@dataclass
+class BankEntry:
+    """One outfit of the clothing bank: its key, its clothing items, and how they were obtained."""
+
+    key: str
+    items: list[str]
+    raw: str = ""  # the model's text (or the template) the items were parsed from
+    ok: bool = True  # False when parsing failed and the entry fell back to something else
+
+
+@runtime_checkable
+class Masker(Protocol):
+    """Labels every pixel; ``clothing`` names the labels a generator may repaint.
+
+    ``label_maps`` turns a batch of HxWx3 uint8 RGB images into HxW uint8
+    label maps (ids index ``labels``). A masker whose masks already exist
+    (e.g. shipped with the dataset) instead implements
+    ``existing(store) -> reidkit.store.masks.MaskSet``.
+    """
+
+    defaults: ClassVar[dict]
+    labels: list[str]
+    clothing: list[str]
+
+    def __init__(self, settings: dict, device: str): ...
+
+    def label_maps(self, images: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class PromptSource(Protocol):
+    """Builds the clothing bank: one item list per outfit (clothes key).
+
+    ``build(store, groups, progress)`` receives ``groups`` (clothes key ->
+    store indices of the images wearing it, from the training split) and
+    returns a list of :class:`BankEntry`; it may return entries for keys not
+    in ``groups`` (a user file), which are then also targets.
+    """
+
+    defaults: ClassVar[dict]
+
+    def __init__(self, settings: dict, device: str): ...
+
+    def build(self, store, groups: dict[str, np.ndarray], progress=None) -> list[BankEntry]: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Makes one image per :class:`GenerationItem`, the same size as its source.
+
+    Output: HxWx3 arrays, uint8 (or float in [0, 255]; non-finite values are
+    caught by the engine and reported to the filters). ``needs_masks`` says
+    whether items carry clothing masks; ``model_id`` (or None) is recorded
+    in the run's provenance. The same item (same seed) must give the same
+    image whatever else is in the batch, so that shards and resumed runs
+    equal one uninterrupted run.
+    """
+
+    defaults: ClassVar[dict]
+    needs_masks: ClassVar[bool]
+    model_id: str | None
+
+    def __init__(self, settings: dict, device: str): ...
+
+    def generate(self, items: list[GenerationItem]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Scores generated images and keeps or rejects each (rejected ones stay recorded)."""
+
+    defaults: ClassVar[dict]
+
+    def __init__(self, settings: dict, device: str, store): ...
+
+    def judge(self, items: list[GenerationItem], outputs: list[np.ndarray], nonfinite: list[bool]) -> list[Verdict]: ...
+
+
+def coerce_setting(value: Any, default: Any):
+    """A setting typed on the command line (a string) parsed like YAML when the default is not a string."""
+    if isinstance(value, str) and not isinstance(default, str):
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def resolve_settings(kind: str, name: str, cls, overrides: dict | None) -> dict:
+    """The plugin's defaults updated by ``overrides``; an unknown key is a one-line error."""
+    defaults = dict(getattr(cls, "defaults", {}) or {})
+    settings = dict(defaults)
+    for key, value in (overrides or {}).items():
+        key = key.replace("-", "_")
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise PluginError(f"{kind} '{name}' has no setting '{key}' (settings: {known})")
+        settings[key] = coerce_setting(value, defaults[key])
+    return settings
+
+
+def parse_key_values(text: str, what: str) -> dict:
+    """``"a=1,b=x"`` -> {"a": "1", "b": "x"} (values typed later against the plugin's defaults)."""
+    out = {}
+    for part in [p for p in text.split(",") if p.strip()]:
+        if "=" not in part:
+            raise PluginError(f"{what}: expected key=value, got '{part}'")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def parse_plugin_spec(spec, what: str) -> tuple[str, dict]:
+    """``"NAME"``, ``"NAME:k=v,..."`` or ``{"name": NAME, k: v}`` -> (NAME, settings)."""
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if not name:
+            raise PluginError(f"{what}: a mapping needs a 'name' key, got {spec}")
+        return str(name), spec
+    name, _, rest = str(spec).partition(":")
+    if not name:
+        raise PluginError(f"{what}: empty plugin name in '{spec}'")
+    return name, parse_key_values(rest, f"{what} '{name}'")

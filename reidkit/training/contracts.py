@@ -1,0 +1,57 @@
+"""Contracts of the two training plugin kinds: backbones and strategies.
+
+Plugins register *factories* (usually classes) through ``register_backbones``
+and ``register_strategies``; the engine calls them with settings dictionaries.
+Torch is only needed once a factory is called.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A feature extractor with its Re-ID neck, built by ``factory(**settings)``.
+
+    It is a ``torch.nn.Module`` with ``feature_dim`` (int) whose
+    ``forward(images)`` takes an N x 3 x H x W float batch (ImageNet-normalised)
+    and returns ``(features, bn_features)``: the pooled (and projected)
+    embedding used by metric losses, and the same after the BNNeck, used by
+    classifiers and at test time.
+    """
+
+    feature_dim: int
+
+    def forward(self, images: Any) -> tuple[Any, Any]: ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """How a model is trained: its heads, its losses, its schedule, its data mix.
+
+    Built by ``factory(settings)`` where ``settings`` is the full training
+    configuration (the strategy's own ``defaults`` merged with the user's).
+
+    - ``defaults``: class-level dict of paper settings (epochs, lr, milestones,
+      batch, image size, backbone options, loss weights).
+    - ``build_heads(feature_dim, num_classes, num_clothes, clothes_of_class)``
+      returns an ``nn.Module`` whose ``forward(features, bn_features)`` returns a
+      dict of outputs (at least ``logits``); it is trained with the backbone.
+    - ``loss(outputs, batch, epoch)`` -> ``(total_loss, {name: float})``.
+      ``batch`` has ``label``, ``clothes`` (-1 for generated images) and
+      ``generated`` tensors.
+    - ``lr_factor(epoch)``: multiplier of the base learning rate (warm-up, steps).
+    - ``variant_limit(epoch, num_variants)``: how many variants of each real
+      image may be drawn this epoch, or ``None`` when generated images are not
+      paired with their sources (they are then plain extra training images).
+    """
+
+    defaults: dict
+
+    def build_heads(self, feature_dim: int, num_classes: int, num_clothes: int, clothes_of_class: list) -> Any: ...
+
+    def loss(self, outputs: dict, batch: dict, epoch: int) -> tuple[Any, dict]: ...
+
+    def lr_factor(self, epoch: int) -> float: ...
+
+    def variant_limit(self, epoch: int, num_variants: int) -> int | None: ...
