@@ -2,11 +2,31 @@
 
 Each adapter module stays import-light; this module only maps names to classes.
 """
+from importlib import import_module
+
 from reidkit import hookimpl
+
+# name -> (module, class): one module per benchmark, imported when the hook runs.
+BUILTIN_ADAPTERS = {
+    "synthetic": ("synthetic", "SyntheticWorld"),
+    "market1501": ("market1501", "Market1501"),
+    "dukemtmc": ("dukemtmc", "DukeMTMC"),
+    "msmt17": ("msmt17", "MSMT17"),
+    "cuhk03": ("cuhk03", "CUHK03"),
+    "ltcc": ("ltcc", "LTCC"),
+    "prcc": ("prcc", "PRCC"),
+    "vcclothes": ("vcclothes", "VCClothes"),
+    "last": ("last", "LaST"),
+    "ccvid": ("ccvid", "CCVID"),
+    "deepchange": ("deepchange", "DeepChange"),
+    "celebreid": ("celebreid", "CelebReID"),
+}
 
 
 @hookimpl
 def register_adapters(register):
-    from reidkit.adapters.synthetic import SyntheticWorld
+    from importlib.util import find_spec
 
-    register("synthetic", SyntheticWorld)
+    for name, (module, attr) in BUILTIN_ADAPTERS.items():
+        if find_spec(f"{__name__}.{module}") is not None:
+            register(name, getattr(import_module(f"{__name__}.{module}"), attr))

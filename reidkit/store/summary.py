@@ -9,14 +9,15 @@ def split_summary(store, indices) -> dict:
     pid = store.pid[indices]
     junk = store.junk[indices]
     distractor = store.distractor[indices]
-    real = ~junk & ~distractor
+    # Published sizes count distractors (pid 0 of Market-1501, Duke's extra gallery ids) but never junk.
+    kept = ~junk
     clothes = store.clothes_id[indices]
     tracklet = store.tracklet[indices]
     out = {
-        "ids": int(len(np.unique(pid[real]))),
-        "images": int(real.sum()),
+        "ids": int(len(np.unique(pid[kept]))),
+        "images": int(kept.sum()),
         "cameras": int(len(np.unique(store.camera[indices]))),
-        "outfits": int(len(np.unique(clothes[real & (clothes >= 0)]))),
+        "outfits": int(len(np.unique(clothes[kept & ~distractor & (clothes >= 0)]))),
         "junk": int(junk.sum()),
         "distractors": int(distractor.sum()),
         "distractor_ids": int(len(np.unique(pid[distractor]))),
@@ -30,8 +31,9 @@ def split_summary(store, indices) -> dict:
 def store_summary(store) -> dict:
     """Everything ``reidkit info --json`` prints.
 
-    ``images`` counts evaluation-relevant images (junk and distractors are
-    counted apart), so the numbers line up with published split sizes.
+    ``images`` and ``ids`` count everything evaluation sees: distractors are
+    included (and also counted apart), junk is left out (and counted apart),
+    so the numbers line up with published split sizes.
     """
     runs = {}
     for name, run in store.runs().items():

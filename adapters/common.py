@@ -1,0 +1,164 @@
+"""What the benchmark adapters share: file listing, name rules, list files, a data-driven folder adapter.
+
+A folder adapter is declared, not programmed: which sub-folders hold which
+split, and which regular expression (named groups ``pid``, ``cam``,
+``clothes``, ``frame``) turns a path into ids. Adapters whose benchmarks
+ship list files (MSMT17, DeepChange, CCVID) or ``.mat`` files (CUHK03) use
+the helpers below and build their records themselves.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Mapping
+
+from reidkit.adapter import Adapter, DatasetLayout, EvalProtocol, ImageRecord, find_dataset_root
+from reidkit.errors import DatasetLayoutError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+
+
+def image_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """Image files matching ``pattern`` under ``folder``, sorted (never in file-system order)."""
+    return sorted(p for p in Path(folder).glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def relative(path: Path, base: Path) -> str:
+    return Path(path).relative_to(base).as_posix()
+
+
+def require_paths(base: Path, names, what: str):
+    """One line naming the first expected file or folder that is missing."""
+    for name in names:
+        if not (base / name).exists():
+            raise DatasetLayoutError(f"expected {base / name} ({what}), not found")
+
+
+def inside(base: Path, rel: str) -> Path | None:
+    """``base / rel`` when it stays inside ``base`` (list files must not point elsewhere), else None."""
+    if Path(rel).is_absolute():
+        return None
+    candidate = (base / rel).resolve()
+    try:
+        candidate.relative_to(base.resolve())
+    except ValueError:
+        return None
+    return base / rel
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a list file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DatasetLayoutError(f"cannot read list file {path}: {exc.strerror or exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """A regular expression over a path relative to its split folder (posix), with named groups.
+
+    ``cameras`` maps a letter camera (PRCC's A/B/C) to its index; numeric
+    cameras are shifted by ``camera_base`` (1-based names become 0-based).
+    """
+
+    regex: str
+    example: str
+    camera_base: int = 1
+    cameras: Mapping[str, int] | None = None
+
+    def parse(self, rel: str) -> dict | None:
+        match = re.fullmatch(self.regex, rel)
+        if match is None:
+            return None
+        fields = {k: v for k, v in match.groupdict().items() if v is not None}
+        out = dict(fields)
+        for key in ("pid", "frame"):
+            if key in fields:
+                out[key] = int(fields[key])
+        if "cam" in fields:
+            out["cam"] = self.cameras[fields["cam"]] if self.cameras else int(fields["cam"]) - self.camera_base
+        return out
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """One folder of a benchmark and the split its images go to."""
+
+    split: str
+    folder: str  # relative to the dataset folder
+    pattern: str = "*"  # glob below ``folder``: "*/*" for one sub-folder per person
+    rule: NameRule | None = None  # None: the adapter's rule
+    fixed: Mapping[str, object] = field(default_factory=dict)  # fields the folder implies (e.g. PRCC test cam)
+    clothes: bool = True  # False where the benchmark hides test clothes (LaST)
+
+
+class FolderAdapter(Adapter):
+    """A benchmark whose folders are its splits and whose file names carry the ids.
+
+    Subclasses set: ``dataset``, ``folder`` (the distributed folder name),
+    ``sources``, ``rule``, ``protocols``; optionally ``junk_pids``,
+    ``distractor_pids``, ``own_camera`` (every image its own camera) and
+    ``finish()`` for a dataset-wide rule.
+    """
+
+    dataset: ClassVar[str] = ""
+    folder: ClassVar[str] = ""  # the folder the archive unpacks to (accepted as --root or its parent)
+    sources: ClassVar[list[SplitSource]] = []
+    rule: ClassVar[NameRule | None] = None
+    protocols: ClassVar[list[EvalProtocol]] = []
+    junk_pids: ClassVar[frozenset] = frozenset()
+    distractor_pids: ClassVar[frozenset] = frozenset()
+    own_camera: ClassVar[bool] = False
+
+    def locate(self, root: Path) -> Path:
+        base = find_dataset_root(root, self.sources[0].folder, (self.folder,))
+        require_paths(base, sorted({s.folder for s in self.sources}), f"{self.dataset} layout")
+        return base
+
+    def scan(self, root, settings):
+        if root is None:
+            raise DatasetLayoutError(f"{self.dataset} needs --root (the {self.folder} folder)")
+        base = self.locate(Path(root))
+        records, problems = [], []
+        for source in self.sources:
+            folder = base / source.folder
+            rule = source.rule or self.rule
+            for path in image_files(folder, source.pattern):
+                fields = rule.parse(relative(path, folder))
+                if fields is None:
+                    problems.append((relative(path, base), f"name does not match the {self.dataset} pattern (e.g. {rule.example})"))
+                    continue
+                fields = {**fields, **source.fixed}
+                records.append(self.make_record(relative(path, base), path, source, fields, len(records)))
+        self.finish(records)
+        return DatasetLayout(
+            dataset=self.dataset,
+            records=records,
+            protocols=list(self.protocols),
+            settings=self.recorded_settings(settings),
+            problems=problems,
+        )
+
+    def make_record(self, rel: str, path: Path, source: SplitSource, fields: dict, index: int) -> ImageRecord:
+        pid = fields["pid"]
+        clothes = fields.get("clothes")
+        return ImageRecord(
+            path=rel,
+            pid=pid,
+            camera=index if self.own_camera else fields["cam"],
+            splits=(source.split,),
+            clothes_key=f"{pid}_{clothes}" if clothes is not None and source.clothes else "",
+            frame=fields.get("frame", -1),
+            junk=pid in self.junk_pids,
+            distractor=pid in self.distractor_pids,
+            source=path,
+        )
+
+    def finish(self, records: list[ImageRecord]) -> None:
+        """Dataset-wide rules after parsing (e.g. DukeMTMC's distractor ids)."""
+
+    def recorded_settings(self, settings: dict) -> dict:
+        return {"camera": "own camera per image" if self.own_camera else "from the file name, 0-based"}

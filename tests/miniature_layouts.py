@@ -1,0 +1,190 @@
+"""Miniature copies of the real benchmark layouts, written by tests: real folder and file naming, tiny images.
+
+Each builder writes a handful of files (including each dataset's special
+cases) and returns the dataset folder. ``write_image`` encodes every kind of
+image once and copies the bytes, so thousands of files are cheap.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tests.helpers import run_cli
+
+KINDS = ("jpg", "png", "gray", "rgba", "png16")
+
+
+@functools.lru_cache(maxsize=None)
+def image_bytes(kind: str = "jpg", height: int = 8, width: int = 4) -> bytes:
+    import cv2
+
+    rng = np.random.default_rng(len(kind) * 1000 + height * width)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if kind == "jpg":
+        img, ext = rgb, ".jpg"
+    elif kind == "png":
+        img, ext = rgb, ".png"
+    elif kind == "gray":
+        img, ext = rgb[..., 0], ".png"
+    elif kind == "rgba":
+        img, ext = np.dstack([rgb, np.full((height, width), 200, np.uint8)]), ".png"
+    elif kind == "png16":
+        img, ext = rgb.astype(np.uint16) * 257, ".png"
+    else:
+        raise ValueError(kind)
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    return buf.tobytes()
+
+
+def write_image(path: Path, kind: str | None = None, data: bytes | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = image_bytes(kind or ("png" if path.suffix == ".png" else "jpg"))
+    path.write_bytes(data)
+    return path
+
+
+def write_images(base: Path, relpaths, kind: str | None = None) -> None:
+    for rel in relpaths:
+        write_image(Path(base) / rel, kind)
+
+
+def link_images(base: Path, relpaths, template: Path) -> None:
+    """Many files, one inode: real-size layouts without real-size disk use."""
+    made = set()
+    for rel in relpaths:
+        path = Path(base) / rel
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        try:
+            os.link(template, path)
+        except OSError:  # file systems without hard links
+            path.write_bytes(Path(template).read_bytes())
+
+
+# -- Market-1501 and DukeMTMC-reID ------------------------------------------------
+MARKET = {
+    "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c3s3_077419_03.jpg"],
+    "query": ["0003_c1s1_001051_00.jpg", "0005_c4s2_012345_00.jpg"],
+    "bounding_box_test": [
+        "0003_c2s1_001101_01.jpg",
+        "0005_c6s3_054321_02.jpg",
+        "0005_c4s2_012399_01.jpg",
+        "0000_c1s1_000151_01.jpg",  # distractor
+        "-1_c1s1_000401_03.jpg",  # junk
+        "-1_c5s2_011111_01.jpg",  # junk
+    ],
+}
+
+
+def build_market(root: Path) -> Path:
+    base = Path(root) / "Market-1501-v15.09.15"
+    for folder, names in MARKET.items():
+        write_images(base / folder, names)
+    (base / "bounding_box_test" / "Thumbs.db").write_bytes(b"\x00" * 10)  # shipped with the archive
+    (base / "gt_bbox").mkdir()  # hand-drawn boxes: not part of the benchmark splits
+    return base
+
+
+DUKE = {
+    "bounding_box_train": ["0002_c1_f0044158.jpg", "0002_c8_f0046532.jpg", "0004_c5_f0051345.jpg"],
+    "query": ["0005_c2_f0046985.jpg", "0011_c6_f0070093.jpg"],
+    "bounding_box_test": [
+        "0005_c5_f0051781.jpg",
+        "0011_c7_f0101913.jpg",
+        "0009_c1_f0053444.jpg",  # gallery-only identity: a distractor
+        "0009_c3_f0055000.jpg",
+    ],
+}
+
+
+def build_duke(root: Path) -> Path:
+    base = Path(root) / "DukeMTMC-reID"
+    for folder, names in DUKE.items():
+        write_images(base / folder, names)
+    return base
+
+
+# -- LTCC, PRCC, VC-Clothes, Celeb-reID, LaST -----------------------------------------
+def build_ltcc(root: Path) -> Path:
+    base = Path(root) / "LTCC_ReID"
+    write_images(base / "train", ["001_1_c11_015861.png", "001_2_c3_000123.png", "002_1_c1_000001.png"])
+    write_image(base / "train" / "002_1_c2_000002.png", "gray")
+    write_image(base / "train" / "002_1_c4_000003.png", "rgba")
+    write_image(base / "train" / "002_1_c5_000004.png", "png16")
+    write_images(base / "query", ["010_1_c1_000010.png", "012_3_c12_000020.png"])
+    write_images(base / "test", ["010_2_c4_000011.png", "010_1_c6_000012.png", "012_1_c2_000021.png"])
+    (base / "info").mkdir()
+    (base / "info" / "cloth-change_id_test.txt").write_text("010\n012\n")
+    return base
+
+
+def build_prcc(root: Path) -> Path:
+    base = Path(root) / "prcc"
+    rgb = base / "rgb"
+    write_images(rgb / "train", ["001/A_cropped_rgb001.jpg", "001/B_cropped_rgb011.jpg", "001/C_cropped_rgb021.jpg", "004/A_cropped_rgb002.jpg"])
+    write_images(rgb / "val", ["001/C_cropped_rgb031.jpg", "004/B_cropped_rgb012.jpg"])
+    write_images(rgb / "test", ["A/003/cropped_rgb003.jpg", "A/003/cropped_rgb004.jpg", "A/006/cropped_rgb001.jpg"])
+    write_images(rgb / "test", ["B/003/cropped_rgb103.jpg", "B/006/cropped_rgb101.jpg"])
+    write_images(rgb / "test", ["C/003/cropped_rgb203.jpg", "C/006/cropped_rgb201.jpg"])
+    return base
+
+
+def build_vcclothes(root: Path) -> Path:
+    base = Path(root) / "VC-Clothes"
+    write_images(base / "train", ["0001-01-01-01.jpg", "0001-03-02-05.jpg", "0004-02-01-01.jpg"])
+    write_images(base / "query", ["0002-03-02-01.jpg", "0003-04-01-07.jpg"])
+    write_images(base / "gallery", ["0002-02-01-03.jpg", "0002-04-03-02.jpg", "0003-01-01-09.jpg"])
+    return base
+
+
+def build_celebreid(root: Path) -> Path:
+    base = Path(root) / "Celeb-reID"
+    write_images(base / "train", ["1_1_0.jpg", "1_2_0.jpg", "5_1_1.jpg"])
+    write_images(base / "query", ["3_1_0.jpg", "4_3_1.jpg"])
+    write_images(base / "gallery", ["3_2_0.jpg", "3_4_1.jpg", "4_1_0.jpg"])
+    return base
+
+
+def build_last(root: Path) -> Path:
+    base = Path(root) / "last"
+    write_images(base / "train", ["000000/000000_0_12_0.jpg", "000000/000000_1_13_1.jpg", "000007/000007_0_02_0.jpg"])
+    write_images(base / "val", ["query/000100_0_01_0.jpg", "gallery/000100/000100_1_02_0.jpg", "gallery/000100/000100_2_03_1.jpg"])
+    write_images(base / "test", ["query/005000_0_01_0.jpg", "query/005001_0_01_0.jpg"])
+    write_images(base / "test", ["gallery/005000/005000_1_02_1.jpg", "gallery/005001/005001_3_05_0.jpg", "gallery/009999/009999_0_01_0.jpg"])
+    return base
+
+
+# -- running adapters and reading the result ------------------------------------------
+def adapt(name: str, root: Path, out: Path, *extra):
+    """Adapt through the CLI and open the store; fails the test with the CLI's output."""
+    from reidkit.store import open_store
+
+    result = run_cli("adapt", name, "--root", root, "--out", out, *extra)
+    assert result.exit_code == 0, result.output
+    return open_store(out)
+
+
+def row(store, path: str) -> dict:
+    """Everything the store recorded for the image at ``path`` (relative to the dataset folder)."""
+    where = np.flatnonzero(store.columns["path"] == path)
+    assert len(where) == 1, f"{path} not in store (or twice)"
+    i = int(where[0])
+    splits = sorted(name for name, idx in store.splits.items() if i in set(idx.tolist()))
+    out = {name: store.columns[name][i] for name in ("pid", "label", "camera", "clothes_key", "clothes_id", "tracklet", "frame")}
+    out.update(junk=bool(store.columns["junk"][i]), distractor=bool(store.columns["distractor"][i]), splits=splits)
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}
+
+
+def info_json(store_path: Path) -> dict:
+    import json
+
+    result = run_cli("info", store_path, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
