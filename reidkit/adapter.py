@@ -33,6 +33,7 @@ class ImageRecord:
     source: Path | None = None  # file whose bytes are copied as they are
     load: Callable[[], bytes] | None = None  # or: bytes produced on demand (.mat, rendered)
     load_mask: Callable[[], bytes] | None = None  # PNG label map, when the dataset ships masks
+    origin: int = 0  # index into DatasetLayout.sources: person ids are namespaced per origin
 
     def read_bytes(self) -> bytes:
         if self.load is not None:
@@ -87,6 +88,7 @@ class DatasetLayout:
     masks: MaskLabels | None = None
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why) found while scanning
     total: int | None = None  # number of records, for the progress bar when records is lazy
+    sources: list[str] | None = None  # names of combined sources (ImageRecord.origin indexes it); None: [dataset]
 
 
 class Adapter:

@@ -178,16 +178,19 @@ def _write_columns(h5, meta, layout: DatasetLayout, digest) -> str:
     n = len(records)
     images = h5["images"]
     in_train = [("train" in r.splits) for r in records]
+    n_sources = len(layout.sources) if layout.sources is not None else 1
+    if any(not 0 <= r.origin < n_sources for r in records):
+        raise DatasetLayoutError(f"an image record's origin is outside the layout's {n_sources} source(s)")
     columns = {
         "pid": np.array([r.pid for r in records], dtype=np.int64),
-        "label": _assign_ids([r.pid for r in records], in_train),
+        "label": _assign_ids([(r.origin, r.pid) for r in records], in_train),  # (origin, pid): sources never collide
         "camera": np.array([r.camera for r in records], dtype=np.int32),
         "clothes_id": _assign_ids([r.clothes_key for r in records], [bool(r.clothes_key) for r in records]),
         "tracklet": np.array([r.tracklet for r in records], dtype=np.int64),
         "frame": np.array([r.frame for r in records], dtype=np.int64),
         "height": np.array(meta["height"], dtype=np.int32),
         "width": np.array(meta["width"], dtype=np.int32),
-        "source": np.zeros(n, dtype=np.int32),
+        "source": np.array([r.origin for r in records], dtype=np.int32),
     }
     for name, dtype in INT_COLUMNS.items():
         images.create_dataset(name, data=columns[name].astype(dtype))
@@ -207,6 +210,8 @@ def _write_columns(h5, meta, layout: DatasetLayout, digest) -> str:
 
     for name in ("pid", "camera", "clothes_id", "tracklet", "frame"):
         digest.update(columns[name].tobytes())
+    if layout.sources is not None:
+        digest.update(columns["source"].tobytes())
     digest.update(json.dumps(split_names).encode())
     fingerprint = digest.hexdigest()[:16]
     protocols = [p.as_dict() for p in layout.protocols]
@@ -224,7 +229,7 @@ def _write_columns(h5, meta, layout: DatasetLayout, digest) -> str:
             "fingerprint": fingerprint,
             "settings": json.dumps(layout.settings, sort_keys=True, default=str),
             "protocols": json.dumps(protocols),
-            "sources": json.dumps([layout.dataset]),
+            "sources": json.dumps(layout.sources if layout.sources is not None else [layout.dataset]),
         }
     )
     return fingerprint
