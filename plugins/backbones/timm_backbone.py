@@ -1,0 +1,98 @@
+"""The ``timm`` backbone: any timm model by name, with a Re-ID neck (pooling, embedding, BNNeck)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from reidkit.errors import ReidkitError
+
+POOLINGS = ("avg", "max", "maxavg", "gem")
+
+
+def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True, **ignored):
+    """Return a ``TimmReidBackbone`` (see ``reidkit.training.contracts.Backbone``)."""
+    import torch
+    from torch import nn
+
+    import timm
+
+    if pooling not in POOLINGS:
+        raise ReidkitError(f"unknown pooling '{pooling}' (expected one of: {', '.join(POOLINGS)})")
+    if not timm.list_models(model) and not timm.is_model(model):
+        raise ReidkitError(f"timm has no model '{model}' (see timm.list_models(), e.g. resnet18, resnet50)")
+    pretrained = weights in ("imagenet", "hub")
+    try:
+        trunk = timm.create_model(model, pretrained=pretrained, num_classes=0, global_pool="")
+    except Exception as exc:  # hub errors when offline, bad names
+        raise ReidkitError(f"cannot build timm model '{model}' (weights={weights}): {str(exc).splitlines()[0]}") from None
+    if weights and not pretrained:
+        _load_weights(trunk, Path(weights))
+    if int(last_stride) == 1:
+        _set_last_stride_one(trunk)
+
+    class TimmReidBackbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = trunk
+            width = trunk.num_features * (2 if pooling == "maxavg" else 1)
+            self.gem_p = nn.Parameter(torch.ones(1) * 3.0) if pooling == "gem" else None
+            self.embed = nn.Linear(width, int(embedding_dim)) if embedding_dim else None
+            self.feature_dim = int(embedding_dim) or width
+            self.bn = nn.BatchNorm1d(self.feature_dim) if bnneck else nn.Identity()
+            if bnneck:
+                self.bn.bias.requires_grad_(False)  # BoT: BNNeck has no shift
+                nn.init.ones_(self.bn.weight)
+                nn.init.zeros_(self.bn.bias)
+            if self.embed is not None:
+                nn.init.kaiming_normal_(self.embed.weight, mode="fan_out")
+                nn.init.zeros_(self.embed.bias)
+
+        def pool(self, fmap):
+            if fmap.dim() == 3:  # transformer tokens: class token when there is one, else the mean
+                return fmap[:, 0] if getattr(self.trunk, "cls_token", None) is not None else fmap.mean(1)
+            if pooling == "avg":
+                return fmap.mean((2, 3))
+            if pooling == "max":
+                return fmap.amax((2, 3))
+            if pooling == "maxavg":
+                return torch.cat([fmap.amax((2, 3)), fmap.mean((2, 3))], 1)
+            p = self.gem_p.clamp(min=1e-6)
+            return fmap.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1.0 / p)
+
+        def forward(self, images):
+            feat = self.pool(self.trunk.forward_features(images))
+            if self.embed is not None:
+                feat = self.embed(feat)
+            return feat, self.bn(feat)
+
+    return TimmReidBackbone()
+
+
+def _load_weights(trunk, path: Path):
+    if not path.is_file():
+        raise ReidkitError(f"weights file {path} does not exist (expected a .safetensors file, 'imagenet', or none)")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise ReidkitError(f"{path} is not a readable safetensors file: {str(exc).splitlines()[0]}") from None
+    # weights saved by reidkit carry a prefix: accept both a bare timm state and a reidkit checkpoint
+    for prefix in ("backbone.trunk.", "trunk."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    result = trunk.load_state_dict(state, strict=False)
+    if len(result.missing_keys) == len(trunk.state_dict()):
+        raise ReidkitError(f"{path} shares no weights with this model (first keys: {', '.join(list(state)[:3])})")
+
+
+def _set_last_stride_one(trunk):
+    """ResNet-style trunks: the first block of the last stage keeps resolution (BoT's last stride 1)."""
+    layer = getattr(trunk, "layer4", None)
+    if layer is None:
+        return  # not a ResNet: nothing to change
+    import torch.nn as nn
+
+    for module in layer[0].modules():
+        if isinstance(module, (nn.Conv2d, nn.AvgPool2d)) and module.stride in (2, (2, 2)):
+            module.stride = (1, 1) if isinstance(module, nn.Conv2d) else 1

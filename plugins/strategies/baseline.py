@@ -1,0 +1,52 @@
+"""``baseline``: the BoT strong baseline (Luo et al. 2019): label-smoothed CE + batch-hard triplet, BNNeck, warm-up, Adam."""
+from __future__ import annotations
+
+from reidkit.plugins.strategies.schedule import warmup_step_factor
+
+
+class BaselineStrategy:
+    # BoT on Market-1501 (ResNet-50, last stride 1, 256x128, P16 x K4, 120 epochs)
+    defaults = {
+        "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "warmup_epochs": 10, "warmup_factor": 0.1,
+        "milestones": [40, 70], "gamma": 0.1, "ids_per_batch": 16, "images_per_id": 4, "height": 256, "width": 128,
+        "label_smoothing": 0.1, "triplet_margin": 0.3, "triplet_weight": 1.0,
+        "backbone": {"plugin": "timm", "model": "resnet50", "weights": None, "last_stride": 1, "pooling": "avg",
+                     "embedding_dim": 0, "bnneck": True},
+    }
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def build_heads(self, feature_dim, num_classes, num_clothes, clothes_of_class):
+        from torch import nn
+
+        class IdentityHead(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
+                nn.init.normal_(self.classifier.weight, std=0.001)
+
+            def forward(self, feat, bn):
+                return {"feat": feat, "logits": self.classifier(bn)}
+
+        return IdentityHead()
+
+    def identity_losses(self, outputs, batch):
+        from reidkit.training.losses import batch_hard_triplet, label_smoothed_ce
+
+        s = self.settings
+        losses = {"id": label_smoothed_ce(outputs["logits"], batch["label"], s["label_smoothing"])}
+        if s["triplet_weight"]:
+            losses["triplet"] = s["triplet_weight"] * batch_hard_triplet(outputs["feat"], batch["label"], s["triplet_margin"])
+        return losses
+
+    def loss(self, outputs, batch, epoch):
+        losses = self.identity_losses(outputs, batch)
+        return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+
+    def lr_factor(self, epoch):
+        s = self.settings
+        return warmup_step_factor(epoch, s["warmup_epochs"], s["warmup_factor"], s["milestones"], s["gamma"])
+
+    def variant_limit(self, epoch, num_variants):
+        return None  # generated images, if any, are plain extra images of their person

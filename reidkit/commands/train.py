@@ -1,0 +1,80 @@
+"""``reidkit train``: train a Re-ID model on a store (and its generated runs) with a strategy plugin."""
+from __future__ import annotations
+
+import click
+
+from reidkit.errors import ReidkitError
+
+
+def parse_batch(value):
+    if value is None:
+        return None
+    try:
+        p, k = (int(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected P,K (persons per batch, images per person), e.g. 16,4; got '{value}'") from None
+    if p < 2 or k < 1:
+        raise click.BadParameter("P must be at least 2 and K at least 1")
+    return p, k
+
+
+@click.command("train")
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.option("--plugin", "plugin", default=None, help="Strategy: baseline (BoT), cal, progressive (DLCR) [default: baseline].")
+@click.option("--generated", "generated", multiple=True, help="Generated run(s) to train with (repeatable).")
+@click.option("--base", default=None, help="progressive only: base strategy, cal (default) or baseline.")
+@click.option("--backbone", default=None, help="Backbone plugin, or a timm model name (resnet50, resnet18, ...).")
+@click.option("--weights", default=None, help="Backbone start weights: a .safetensors file, 'imagenet' (needs the hub), or none.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<plugin>].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML file with the same settings.")
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1.")
+@click.option("--batch", default=None, help="P,K: persons per batch, images per person.")
+@click.option("--ids-per-batch", type=int, default=None)
+@click.option("--images-per-id", type=int, default=None)
+@click.option("--height", type=int, default=None)
+@click.option("--width", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None, help="Mixed precision on GPU.")
+@click.option("--num-workers", type=int, default=None, help="Data-loading processes.")
+@click.option("--eval-every", type=int, default=None, help="Evaluate every N epochs (0: never during training).")
+@click.option("--steps-per-epoch", "max_steps_per_epoch", type=int, default=None, help="Cap batches per epoch (quick runs).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
+def train(store, plugin, generated, base, backbone, weights, epochs, out, config_file, seed, device, batch, ids_per_batch,
+          images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume):
+    """Train a model: reidkit train STORE --plugin progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
+
+    Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
+    progressive); --config FILE.yaml holds the same settings as keys.
+    Several processes: torchrun --nproc_per_node 2 $(which reidkit) train ...
+    """
+    from pathlib import Path
+
+    from reidkit.training.config import backbone_settings, read_config_file, resolve_config
+    from reidkit.training.engine import train as run_training
+
+    pk = parse_batch(batch)
+    if pk and (ids_per_batch or images_per_id):
+        raise click.UsageError("give either --batch P,K or --ids-per-batch/--images-per-id, not both")
+    if pk:
+        ids_per_batch, images_per_id = pk
+    file_settings = read_config_file(config_file) if config_file else {}
+    overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
+                 "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
+                 "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "eval_every": eval_every,
+                 "max_steps_per_epoch": max_steps_per_epoch}
+    config = resolve_config(plugin, file_settings, overrides)
+    config["backbone"] = backbone_settings(config, backbone)
+    if weights is not None:
+        config["backbone"]["weights"] = None if weights == "none" else weights
+    if not Path(store).exists():
+        raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
+    out = Path(out or Path("runs") / config["plugin"])
+    summary = run_training(store, config, out, resume=resume)
+    if summary.get("epochs_run", 0) == 0:
+        click.echo(f"{out}: already trained for {config['epochs']} epochs (raise --epochs to continue)")
+        return
+    shown = {k: v for k, v in summary.items() if k not in ("checksum",)}
+    click.echo(f"trained {out} to epoch {summary['epoch']}: " + ", ".join(f"{k} {v}" for k, v in shown.items() if k != "epoch"))
+    click.echo(f"evaluate: reidkit eval {store} --checkpoint {out}")

@@ -1,0 +1,78 @@
+"""Training configuration: strategy defaults (the papers'), then a YAML file, then command-line options."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from reidkit.errors import ReidkitError
+
+# settings every strategy shares; the strategy's own defaults come on top
+COMMON = {
+    "seed": 0, "device": "auto", "amp": "auto", "num_workers": 2, "generated": [], "eval_every": 0,
+    "checkpoint_every": 1, "eval_protocols": None, "eval_batch_size": 128,
+    "max_steps_per_epoch": None,
+}
+# may change between a run and its --resume (the rest must match)
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_every", "checkpoint_every", "eval_protocols", "eval_batch_size", "amp"}
+
+
+def strategy_factory(name: str):
+    from reidkit.plugin_manager import get_plugins
+
+    return get_plugins().get("strategies", name)
+
+
+def read_config_file(path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReidkitError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ReidkitError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ReidkitError(f"{path} must hold a mapping of settings (key: value), not {type(data).__name__}")
+    return data
+
+
+def resolve_config(plugin: str | None, file_settings: dict | None = None, overrides: dict | None = None) -> dict:
+    """Merge: strategy defaults < config file < options given on the command line (None = not given)."""
+    file_settings = dict(file_settings or {})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    name = overrides.pop("plugin", None) or file_settings.pop("plugin", None) or plugin or "baseline"
+    file_settings.pop("plugin", None)
+    factory = strategy_factory(name)
+    base = overrides.get("base") or file_settings.get("base")
+    defaults = factory.defaults_for(base) if base and hasattr(factory, "defaults_for") else getattr(factory, "defaults", {})
+    config = {**copy.deepcopy(COMMON), **copy.deepcopy(defaults), "plugin": name}
+    known = set(config)
+    for source, settings in (("config file", file_settings), ("option", overrides)):
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ReidkitError(f"unknown setting(s) in {source}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        for key, value in settings.items():
+            if key == "backbone" and isinstance(value, dict):
+                config["backbone"] = {**config.get("backbone", {}), **value}
+            else:
+                config[key] = value
+    if isinstance(config["generated"], str):
+        config["generated"] = [config["generated"]]
+    config["generated"] = list(config["generated"])
+    if getattr(factory, "needs_generated", False) and not config["generated"]:
+        raise ReidkitError(f"strategy '{name}' trains with generated images: name a run with --generated RUN (see 'reidkit expand')")
+    return config
+
+
+def backbone_settings(config: dict, name: str | None) -> dict:
+    """``--backbone NAME``: a registered backbone plugin, or else a model name for the default plugin (timm)."""
+    from reidkit.plugin_manager import get_plugins
+
+    backbone = dict(config.get("backbone", {}))
+    if name:
+        if name in get_plugins().names("backbones"):
+            backbone["plugin"] = name
+        else:
+            backbone["model"] = name
+    return backbone

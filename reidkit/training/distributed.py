@@ -1,0 +1,63 @@
+"""Process-group set-up from the environment torchrun / accelerate launch provide (WORLD_SIZE, RANK, LOCAL_RANK)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(requested: str, local_rank: int = 0) -> str:
+    import torch
+
+    from reidkit.errors import ReidkitError
+
+    if requested in (None, "auto"):
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ReidkitError(f"device '{requested}' asked for but no CUDA GPU is visible (use --device cpu)")
+    if requested == "cuda":
+        return f"cuda:{local_rank}"
+    return requested
+
+
+def setup(requested_device: str) -> Context:
+    """One process: nothing to set up. Several: join the group (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(requested_device, local_rank)
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+    return Context(rank, world, local_rank, device)
+
+
+def barrier(ctx: Context):
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def teardown(ctx: Context):
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,240 @@
+"""The training loop: one process, or several under torchrun / accelerate launch (DDP), with exact resume.
+
+Hooks kept out of the loop body: checkpointing, logging and evaluation run
+after each epoch. Rank 0 writes every file; each rank records a checksum of
+its parameters so that synchronisation can be checked.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reidkit._version import __version__
+from reidkit.errors import ReidkitError
+from reidkit.training import checkpoint as ckpt
+from reidkit.training.config import RESUMABLE_CHANGES
+from reidkit.training.data import IdentityBatchSampler, TrainDataset, build_items
+from reidkit.training.distributed import barrier, setup, teardown
+
+
+def _amp_dtype(amp: str, device: str):
+    import torch
+
+    if not device.startswith("cuda") or amp in ("none", "no", None, False):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp not in ("bf16", "fp16"):
+        raise ReidkitError(f"amp must be auto, none, bf16 or fp16 (got {amp})")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _check_resume(out: Path, config: dict, store) -> dict:
+    saved = ckpt.read_config(out)
+    if saved.get("store_fingerprint") != store.fingerprint:
+        raise ReidkitError(f"{out} was trained on another store (fingerprint {saved.get('store_fingerprint')}); cannot resume on {store.path}")
+    for key, value in config.items():
+        if key not in RESUMABLE_CHANGES and key in saved and saved[key] != value and key not in ("data", "store", "versions"):
+            raise ReidkitError(f"--resume: setting '{key}' was {saved[key]!r} in {out}, now {value!r} (resume with the same settings)")
+    return saved
+
+
+class EpochLog:
+    """CSV (always) and TensorBoard (when installed) logs, written by rank 0."""
+
+    def __init__(self, out: Path, resume: bool):
+        self.path = out / "log.csv"
+        self.rows = []
+        if resume and self.path.is_file():
+            with self.path.open() as f:
+                self.rows = list(csv.DictReader(f))
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def add(self, row: dict):
+        epoch = int(row["epoch"])
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [{k: str(v) for k, v in row.items()}]
+        keys = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        with ckpt.atomic.atomic_output(self.path, replace=True) as partial:
+            with partial.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(self.rows)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, epoch)
+            self.tb.flush()
+
+
+def train(store_path, config: dict, out, resume=False, progress=True, max_steps=None) -> dict:
+    """Train a model as ``config`` says into ``out``; returns a summary. ``max_steps`` caps each epoch (tests, benchmarks)."""
+    import torch
+
+    from reidkit import open_store
+    from reidkit.progress import progress_bar
+    from reidkit.training.model import build_model
+
+    ctx = setup(config["device"])
+    try:
+        out = Path(out)
+        store = open_store(store_path)
+        seed = int(config["seed"])
+        if resume:
+            saved = _check_resume(out, config, store)
+            config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE_CHANGES}}
+        elif (out / ckpt.MODEL_FILE).exists() or (out / ckpt.STATE_FILE).exists():
+            raise ReidkitError(f"{out} already holds a training run: use --resume to continue it, or another --out")
+        items = build_items(store, config["generated"])
+        config["store"] = str(Path(store_path).resolve())
+        config["store_fingerprint"] = store.fingerprint
+        config["data"] = {"num_classes": items.num_classes, "num_clothes": items.num_clothes,
+                          "class_pids": [int(p) for p, _ in sorted(items.label_of_pid.items(), key=lambda kv: kv[1])],
+                          "clothes_of_class": [list(map(int, c)) for c in items.clothes_of_class],
+                          "real_images": items.num_real, "generated_images": int(len(items.kind) - items.num_real),
+                          "variants": items.num_variants}
+        config.setdefault("versions", {"reidkit": __version__, "torch": str(torch.__version__), "python": platform.python_version()})
+        config["world_size"] = ctx.world
+
+        torch.manual_seed(seed)
+        model, strategy = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class)
+        model.to(ctx.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, strategy.lr_factor)
+        start_epoch = 0
+        if resume:
+            state = ckpt.load_state(out)
+            weights, weights_epoch = ckpt.load_weights(out)
+            if weights_epoch != state["epoch"]:
+                raise ReidkitError(f"{out}: weights (epoch {weights_epoch}) and training state (epoch {state['epoch']}) disagree; the last save was cut short")
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch = int(state["epoch"]) + 1
+        if ctx.main:
+            ckpt.write_config(out, config)
+        barrier(ctx)
+
+        net = model
+        if ctx.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.startswith("cuda") else None)
+        amp_dtype = _amp_dtype(config["amp"], ctx.device)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+        sampler = IdentityBatchSampler(items, config["ids_per_batch"], config["images_per_id"], seed,
+                                       variant_limit=strategy.variant_limit, rank=ctx.rank, world=ctx.world)
+        dataset = TrainDataset(store, items, config["height"], config["width"])
+        workers = int(config["num_workers"])
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                             pin_memory=ctx.device.startswith("cuda"), persistent_workers=False,
+                                             prefetch_factor=4 if workers else None)
+        log = EpochLog(out, resume) if ctx.main else None
+        epochs = int(config["epochs"])
+        max_steps = max_steps or config.get("max_steps_per_epoch")
+        summary = {"epochs_run": 0}
+        for epoch in range(start_epoch, epochs):
+            sampler.set_epoch(epoch)
+            model.train()
+            totals, images, steps, wait, t0 = {}, 0, 0, 0.0, time.perf_counter()
+            planned = len(sampler) if max_steps is None else min(len(sampler), max_steps)
+            bar_images = planned * config["ids_per_batch"] * config["images_per_id"] * (2 if sampler.limit() else 1)
+            with progress_bar(bar_images if progress and ctx.main else 0, f"epoch {epoch + 1}/{epochs}", "img") as update:
+                tick = time.perf_counter()
+                for batch in loader:
+                    wait += time.perf_counter() - tick
+                    batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+                    with torch.autocast(ctx.device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        outputs = net(batch["image"])
+                    loss, parts = strategy.loss(outputs, batch, epoch)
+                    if not torch.isfinite(loss):
+                        raise ReidkitError(f"loss became {float(loss)} at epoch {epoch + 1} step {steps + 1}; lower --lr or check the data")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    for k, v in parts.items():
+                        totals[k] = totals.get(k, 0.0) + v
+                    images += len(batch["image"])
+                    steps += 1
+                    update(advance=len(batch["image"]), status=" ".join(f"{k} {v / steps:.3f}" for k, v in totals.items()))
+                    tick = time.perf_counter()
+                    if max_steps is not None and steps >= max_steps:
+                        break
+            if steps == 0:
+                raise ReidkitError("an epoch produced no batch: the train split has fewer persons or images than one batch needs")
+            seconds = time.perf_counter() - t0
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            checksum = ckpt.parameter_checksum(model)
+            _write_rank_checksum(out, ctx, epoch, checksum)
+            row = {"epoch": epoch + 1, "lr": lr, **{k: round(v / steps, 6) for k, v in totals.items()},
+                   "images": images, "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2),
+                   "data_wait_share": round(wait / seconds, 4), "variant_pool": sampler.limit() or 0}
+            last = epoch + 1 == epochs
+            if ctx.main and (last or (epoch + 1) % int(config["checkpoint_every"]) == 0):
+                ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch)
+            if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
+                row.update(evaluate_during_training(model, store, config, ctx.device))
+            if ctx.main:
+                log.add(row)
+            barrier(ctx)
+            summary = {**row, "epochs_run": summary["epochs_run"] + 1, "checksum": checksum}
+        return summary
+    finally:
+        teardown(ctx)
+
+
+def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):
+    path = out / "ranks" / f"rank-{ctx.rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[str(epoch + 1)] = checksum
+    ckpt.atomic.write_json_atomic(path, data)
+
+
+def evaluate_during_training(model, store, config, device) -> dict:
+    """Rank-1 / mAP of every protocol with the current weights (needs reidkit.evaluation)."""
+    from reidkit.training.inference import ReidModelRunner
+
+    model.eval()
+    runner = ReidModelRunner(model, config, device)
+    metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"])
+    model.train()
+    return {f"{p}_{m}": round(float(v[m]), 4) for p, v in metrics.items() for m in ("rank1", "mAP")}
+
+
+def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, rerank=None, num_workers=0):
+    """Extract query + gallery features of every protocol and score them (optionally with refinement)."""
+    from reidkit.evaluation import evaluate_store
+
+    index = eval_indices(store, protocols)
+    features = runner.extract_source(store, index, batch_size=batch_size, num_workers=num_workers, description="test features")
+    if refine_run is None:
+        return evaluate_store(store, features, index, protocols=protocols, rerank=rerank, device="cpu")
+    from reidkit.training.refinement import evaluate_refined
+
+    return evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size)
+
+
+def eval_indices(store, protocols=None) -> np.ndarray:
+    wanted = [p for p in store.protocols if protocols is None or p.name in protocols]
+    if not wanted:
+        known = ", ".join(p.name for p in store.protocols) or "none"
+        raise ReidkitError(f"no protocol named {', '.join(protocols or [])} in this store (protocols: {known})")
+    return np.unique(np.concatenate([np.concatenate([store.split(p.query), store.split(p.gallery)]) for p in wanted]))
