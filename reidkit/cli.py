@@ -20,6 +20,7 @@ BUILTIN_COMMANDS = {
     "show": ("reidkit.commands.show", "show", "Contact sheet of originals and their generated variants."),
     "train": ("reidkit.commands.train", "train", "Train a Re-ID model on a store and its generated runs."),
     "eval": ("reidkit.commands.eval", "eval_command", "Evaluate features or a checkpoint with the store's protocols."),
+    "pretrain-store": ("reidkit.commands.pretrain_store", "pretrain_store", "Build a pre-training store from generated runs (leakage-guarded)."),
     "demo": ("reidkit.commands.demo", "demo", "Run the whole story on the synthetic world, no downloads."),
 }
 
