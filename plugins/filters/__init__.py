@@ -1,1 +1,9 @@
-"""Built-in filters (registered through the public register hook of this kind)."""
+"""Built-in filters (registered through the public ``register_filters`` hook)."""
+from reidkit import hookimpl
+
+
+@hookimpl
+def register_filters(register):
+    from reidkit.plugins.filters.sanity import SanityFilter
+
+    register("sanity", SanityFilter)

@@ -1,0 +1,124 @@
+"""``reidkit expand``: generate new training images into a store (a generated run)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reidkit.errors import ReidkitError
+
+# YAML config keys -> run_expand arguments (flags given on the command line win)
+CONFIG_KEYS = ("generator", "prompts", "masker", "variants", "seed", "name", "split", "batch_size", "chunk_size",
+               "shard", "filters", "generator_settings", "prompt_settings", "masker_settings", "device", "limit")
+
+
+def load_config(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ReidkitError(f"--config {path}: cannot read it as YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ReidkitError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise ReidkitError(f"--config {path}: unknown keys {unknown} (known: {', '.join(CONFIG_KEYS)})")
+    return data
+
+
+def key_values(pairs, what) -> dict:
+    from reidkit.generation.contracts import parse_key_values
+
+    out = {}
+    for p in pairs:
+        out.update(parse_key_values(p, what))
+    return out
+
+
+def print_summary(summary: dict):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title=f"run {summary['run']} (shard {summary['shard']})")
+    for col in ("planned", "already done", "generated", "kept", "filtered out", "time", "images/s"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary["planned"]), str(summary["skipped"]), str(summary["generated"]), str(summary["kept"]),
+                  str(summary["rejected"]), f"{summary['seconds']:.1f} s", f"{summary['images_per_s']:.2f}")
+    console.print(table)
+    for reason, n in sorted(summary["reject_reasons"].items()):
+        console.print(f"  rejected {n}: {reason}")
+    for fname, rates in summary.get("pass_rates", {}).items():
+        console.print(f"  {fname} pass rate by tau: " + ", ".join(f"{t}: {r:.1%}" for t, r in rates.items()))
+    if summary.get("bank_parse_failures"):
+        console.print(f"  clothing bank: {summary['bank_parse_failures']} outfits whose model reply did not parse (see 'reidkit show')")
+    console.print(f"  written to {summary['path']}")
+
+
+@click.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--generator", help="Generator plugin (recolor, dlcr, ...). [default: recolor]")
+@click.option("--prompts", help="Prompt source plugin (templates, llava-llama, file). [default: templates]")
+@click.option("--masker", help="Masker plugin (store, heuristic, parser). [default: store]")
+@click.option("--variants", "-k", type=click.IntRange(1), help="Generated images per source image. [default: 10]")
+@click.option("--seed", type=int, help="Run seed: every item's seed and target outfit derive from it. [default: 0]")
+@click.option("--name", help="Run name. [default: GENERATOR-SPLIT-kK-sSEED]")
+@click.option("--split", help="Split to expand: train, or query for test-time refinement. [default: train]")
+@click.option("--batch-size", type=click.IntRange(1), help="Images per generator call. [default: 8]")
+@click.option("--chunk-size", type=click.IntRange(1), help="Items per published chunk (the resume granularity). [default: 64]")
+@click.option("--shard", help="Make only the I-th of N disjoint parts (I/N). Default: the launcher's RANK/WORLD_SIZE, else all.")
+@click.option("--filter", "filters", multiple=True, help="Filter NAME[:key=value,...] (repeatable), e.g. sanity, reid-confidence:tau=0.5.")
+@click.option("--set", "gen_sets", multiple=True, help="Generator setting key=value (repeatable), e.g. --set steps=20.")
+@click.option("--prompt-set", "prompt_sets", multiple=True, help="Prompt source setting key=value (repeatable).")
+@click.option("--mask-set", "mask_sets", multiple=True, help="Masker setting key=value (repeatable).")
+@click.option("--model", help="Generator model id or local folder (same as --set model=...).")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [default: auto]")
+@click.option("--limit", type=click.IntRange(1), help="Expand only the first N images of the split (trials).")
+@click.option("--config", type=click.Path(path_type=Path), help="YAML file with any of these settings (flags win).")
+@click.option("--merge", "merge_name", help="Instead of generating: merge run MERGE from the --from stores/folders.")
+@click.option("--from", "merge_from", multiple=True, type=click.Path(path_type=Path), help="With --merge: a store file, its .parts folder, or a run folder (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def expand(store, generator, prompts, masker, variants, seed, name, split, batch_size, chunk_size, shard, filters,
+           gen_sets, prompt_sets, mask_sets, model, device, limit, config, merge_name, merge_from, as_json):
+    """Generate VARIANTS new images per image of STORE's split into a generated run.
+
+    Deterministic (same seed, same images), resumable (rerun the same
+    command after an interruption), and shardable across processes or
+    machines (--shard I/N, or torchrun/accelerate ranks; then --merge).
+    """
+    import json
+
+    if merge_name:
+        if not merge_from:
+            raise click.UsageError("--merge needs at least one --from")
+        from reidkit.generation import merge_run
+
+        result = merge_run(store, merge_name, merge_from)
+        click.echo(json.dumps(result, indent=2) if as_json else
+                   f"merged run {result['run']}: {result['added']} items added, {result['already_present']} already present, {result['items']} in total")
+        return
+    settings = {"generator": "recolor", "prompts": "templates", "masker": "store", "variants": 10, "seed": 0,
+                "split": "train", "batch_size": 8, "chunk_size": 64, "device": "auto"}
+    if config:
+        settings.update(load_config(config))
+    flags = {"generator": generator, "prompts": prompts, "masker": masker, "variants": variants, "seed": seed,
+             "name": name, "split": split, "batch_size": batch_size, "chunk_size": chunk_size, "shard": shard,
+             "device": device, "limit": limit}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if filters:
+        settings["filters"] = list(filters)
+    for key, pairs, what in (("generator_settings", gen_sets, "--set"), ("prompt_settings", prompt_sets, "--prompt-set"),
+                             ("masker_settings", mask_sets, "--mask-set")):
+        if pairs:
+            settings[key] = {**(settings.get(key) or {}), **key_values(pairs, what)}
+    if model:
+        settings["generator_settings"] = {**(settings.get("generator_settings") or {}), "model": model}
+    from reidkit.generation import run_expand
+
+    summary = run_expand(store, **settings)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)

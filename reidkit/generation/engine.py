@@ -1,0 +1,267 @@
+"""The expansion engine: plan a run's items, generate them in batches, filter, publish chunks.
+
+It knows no model: maskers, prompt sources, generators and filters are
+plugins looked up by name. Every item (source image, variant) has its own
+seed and target outfit derived from the run seed, so batching, sharding and
+resuming never change what an item looks like.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from reidkit._version import __version__
+from reidkit.errors import ReidkitError
+from reidkit.generation import seeding
+from reidkit.generation.bank import ensure_bank, outfit_key
+from reidkit.generation.contracts import GenerationItem, Verdict, parse_plugin_spec, resolve_settings
+from reidkit.generation.masking import ensure_masks, masker_plugin
+from reidkit.store import chunks, open_store
+from reidkit.store.imagecodec import encode_png
+from reidkit.store.runs import KIND as RUN_KIND
+from reidkit.store.runs import GeneratedRun
+
+# part.json keys that must agree for a rerun (or another shard) to add to an existing run
+MATCHED = ("settings",)
+
+
+def _plugin(kind, label, name, overrides):
+    from reidkit.plugin_manager import get_plugins
+
+    cls = get_plugins().get(kind, name)
+    return cls, resolve_settings(label, name, cls, overrides)
+
+
+def plan_items(store, split: str, variants: int, limit: int | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Source indices (usable images of the split, first ``limit``) and every (index, variant) key."""
+    if variants < 1:
+        raise ReidkitError(f"--variants must be at least 1, got {variants}")
+    idx = store.split(split)
+    idx = idx[~store.junk[idx] & ~store.distractor[idx]]
+    if limit is not None:
+        idx = idx[: int(limit)]
+    if len(idx) == 0:
+        raise ReidkitError(f"split '{split}' has no usable images to expand")
+    return idx, [(int(i), v) for i in idx.tolist() for v in range(variants)]
+
+
+def default_run_name(generator: str, split: str, variants: int, seed: int) -> str:
+    return f"{generator}-{split}-k{variants}-s{seed}"
+
+
+def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templates", masker: str = "store",
+               variants: int = 10, seed: int = 0, name: str | None = None, split: str = "train",
+               batch_size: int = 8, chunk_size: int = 64, shard=None, filters=(),
+               generator_settings: dict | None = None, prompt_settings: dict | None = None,
+               masker_settings: dict | None = None, device: str | None = "auto", limit: int | None = None,
+               show_progress: bool = True, filter_objects: dict | None = None) -> dict:
+    """Generate (or finish) a run of ``variants`` images per usable image of ``split``; return a summary.
+
+    Arguments mirror ``reidkit expand`` flags: ``generator`` / ``prompts`` /
+    ``masker`` are plugin names with their ``*_settings`` overrides;
+    ``filters`` is a list of ``"NAME"``, ``"NAME:k=v,..."`` or
+    ``{"name": NAME, k: v}``; ``shard`` is ``(I, N)`` or ``"I/N"`` (None:
+    the launcher's rank when RANK/WORLD_SIZE are set, else everything);
+    ``limit`` keeps the first N source images; ``filter_objects`` maps a
+    filter name to extra constructor-free objects a library caller hands in
+    (e.g. ``{"reid-confidence": {"model": obj}}``). Rerunning with the same
+    settings resumes; other settings under the same name are refused.
+
+    Returns a dict: run, path, planned, skipped (already done), generated,
+    kept, rejected, reject_reasons, seconds, images_per_s, shard, pass_rates.
+    """
+    store = open_store(store_path)
+    shard = seeding.parse_shard(shard) if isinstance(shard, str) else shard
+    if shard is None:
+        shard = seeding.launcher_shard()
+    tag = seeding.shard_tag(shard)
+
+    gen_cls, gen_settings = _plugin("generators", "generator", generator, generator_settings)
+    src_cls, src_settings = _plugin("prompt_sources", "prompt source", prompts, prompt_settings)
+    filter_specs = []
+    for spec in filters or ():
+        fname, fover = parse_plugin_spec(spec, "--filter")
+        fcls, fsettings = _plugin("filters", "filter", fname, fover)
+        filter_specs.append((fname, fcls, fsettings))
+    needs_masks = bool(getattr(gen_cls, "needs_masks", True))
+    if needs_masks:
+        _, mask_settings = masker_plugin(masker, masker_settings)
+    else:
+        mask_settings = {}
+
+    source_idx, keys = plan_items(store, split, variants, limit)
+    run_name = name or default_run_name(generator, split, variants, seed)
+    recorded = {
+        "generator": generator,
+        "generator_settings": gen_settings,
+        "model_id": gen_settings.get("model"),
+        "prompts": prompts,
+        "prompt_settings": src_settings,
+        "masker": masker if needs_masks else None,
+        "masker_settings": mask_settings,
+        "variants": int(variants),
+        "seed": int(seed),
+        "split": split,
+        "limit": limit,
+        "filters": [{"name": f, "settings": _jsonable(s)} for f, _, s in filter_specs],
+    }
+    info = {
+        "generator": generator,
+        "model_id": gen_settings.get("model"),
+        "seed": int(seed),
+        "variants": int(variants),
+        "split": split,
+        "settings": recorded,
+        "reidkit_version": __version__,
+        "items_planned": len(keys),
+        "seed_rule": "item seed = SeedSequence([run seed, 0, source index, variant]); target = "
+                     "permutation SeedSequence([run seed, 1, source index]) of the bank minus the own outfit, variant-th",
+    }
+    run_dir = chunks.create_part(store, RUN_KIND, run_name, info, must_match=MATCHED)
+    done = GeneratedRun(run_dir, store).done_keys()
+    mine = seeding.shard_items(keys, shard)
+    todo = [k for k in mine if k not in done]
+    summary = {"run": run_name, "path": str(run_dir), "planned": len(mine), "skipped": len(mine) - len(todo),
+               "generated": 0, "kept": 0, "rejected": 0, "reject_reasons": {}, "seconds": 0.0, "images_per_s": 0.0,
+               "shard": f"{shard[0]}/{shard[1]}" if shard else "all", "pass_rates": {}}
+    if not todo:
+        return summary
+
+    dev = device or "auto"
+    bank = ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
+    mask_set = None
+    if needs_masks:
+        mask_set = ensure_masks(store, masker, mask_settings, sorted({i for i, _ in todo}), device=dev,
+                                batch_size=batch_size, tag=tag, show_progress=show_progress)
+    gen = gen_cls(gen_settings, dev)
+    filter_instances = []
+    for fname, fcls, fsettings in filter_specs:
+        f = fcls(fsettings, dev, store)
+        for attr, obj in ((filter_objects or {}).get(fname) or {}).items():
+            setattr(f, attr, obj)
+        filter_instances.append((fname, f))
+
+    context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed)}
+    writer = _ChunkWriter(run_dir, tag, chunk_size, {"shard": summary["shard"], "device": dev, "batch_size": int(batch_size),
+                                                     "reidkit_version": __version__})
+    all_scores = []
+    from reidkit.progress import progress_bar
+
+    start = time.perf_counter()
+    with progress_bar(len(todo) if show_progress else 0, f"expand {run_name}") as update:
+        try:
+            for b in range(0, len(todo), batch_size):
+                items = [make_item(context, k) for k in todo[b : b + batch_size]]
+                outputs, nonfinite = _checked(gen.generate(items), items, generator)
+                verdicts = judge(filter_instances, items, outputs, nonfinite)
+                for item, out, verdict in zip(items, outputs, verdicts):
+                    writer.add(item, out, verdict)
+                    summary["generated"] += 1
+                    summary["kept" if verdict.kept else "rejected"] += 1
+                    if not verdict.kept:
+                        summary["reject_reasons"][verdict.reason] = summary["reject_reasons"].get(verdict.reason, 0) + 1
+                    all_scores.append(verdict.scores)
+                update(advance=len(items), status=f"{summary['rejected']} rejected")
+        finally:
+            writer.flush()  # every finished item is published, also on Ctrl-C
+            summary["seconds"] = time.perf_counter() - start
+    summary["images_per_s"] = summary["generated"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
+    for fname, f in filter_instances:
+        report = getattr(f, "pass_rates", None)
+        if report is not None:
+            summary["pass_rates"][fname] = report(all_scores)
+    summary["bank_parse_failures"] = bank.parse_failures
+    return summary
+
+
+def _jsonable(settings: dict) -> dict:
+    return json.loads(json.dumps(settings, default=lambda o: f"<{type(o).__name__}>"))
+
+
+def make_item(context, key) -> GenerationItem:
+    """Everything about one (image, variant), derived from the store and the run seed only."""
+    store, bank, mask_set, run_seed = context["store"], context["bank"], context["mask_set"], context["seed"]
+    index, variant = key
+    target = seeding.target_key(run_seed, index, variant, outfit_key(store, index), bank.keys)
+    label_map = mask_set.label_map(index) if mask_set is not None else None
+    return GenerationItem(
+        source_index=index,
+        variant=variant,
+        image=store.image(index),
+        mask=np.isin(label_map, mask_set.clothing_ids) if label_map is not None else None,
+        label_map=label_map,
+        labels=list(mask_set.labels) if mask_set is not None else [],
+        clothing=list(mask_set.clothing) if mask_set is not None else [],
+        target_key=target,
+        items=list(bank.items(target)),
+        prompt=bank.prompt(target),
+        seed=seeding.item_seed(run_seed, index, variant),
+        pid=int(store.pid[index]),
+        camera=int(store.camera[index]),
+    )
+
+
+def _checked(outputs, items, generator):
+    """Outputs as uint8 images of the source's size; remembers which held NaN or inf."""
+    outputs = list(outputs)
+    if len(outputs) != len(items):
+        raise ReidkitError(f"generator '{generator}' returned {len(outputs)} images for {len(items)} items")
+    clean, nonfinite = [], []
+    for item, out in zip(items, outputs):
+        out = np.asarray(out)
+        if out.shape != item.image.shape:
+            raise ReidkitError(f"generator '{generator}' returned shape {out.shape} for a {item.image.shape} source")
+        bad = bool(out.dtype.kind == "f" and not np.isfinite(out).all())
+        if out.dtype != np.uint8:
+            out = np.clip(np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0), 0, 255).round().astype(np.uint8)
+        clean.append(out)
+        nonfinite.append(bad)
+    return clean, nonfinite
+
+
+def judge(filter_instances, items, outputs, nonfinite) -> list[Verdict]:
+    """Every filter scores every item (all scores kept); an item is kept when all filters keep it."""
+    verdicts = [Verdict(True) for _ in items]
+    for fname, f in filter_instances:
+        for v, fv in zip(verdicts, f.judge(items, outputs, nonfinite)):
+            v.scores.update({f"{fname}.{k}": s for k, s in fv.scores.items()})
+            if not fv.kept and v.kept:
+                v.kept, v.reason = False, f"{fname}: {fv.reason}"
+    return verdicts
+
+
+class _ChunkWriter:
+    """Buffers finished items and publishes them as one chunk every ``size`` items."""
+
+    def __init__(self, run_dir, tag, size, attrs):
+        self.run_dir, self.tag, self.size, self.attrs = run_dir, tag, max(1, int(size)), attrs
+        self.rows = self._empty()
+
+    @staticmethod
+    def _empty():
+        from reidkit.store.runs import ITEM_COLUMNS
+
+        return {c: [] for c in ITEM_COLUMNS}
+
+    def add(self, item: GenerationItem, image: np.ndarray, verdict: Verdict):
+        r = self.rows
+        r["image"].append(encode_png(image))
+        r["source_index"].append(item.source_index)
+        r["variant"].append(item.variant)
+        r["pid"].append(item.pid)
+        r["camera"].append(item.camera)
+        r["target_clothes_key"].append(item.target_key)
+        r["prompt"].append(item.prompt)
+        r["seed"].append(item.seed)
+        r["kept"].append(bool(verdict.kept))
+        r["reject_reason"].append(verdict.reason)
+        r["scores"].append(json.dumps(verdict.scores, sort_keys=True))
+        if len(r["image"]) >= self.size:
+            self.flush()
+
+    def flush(self):
+        if self.rows["image"]:
+            chunks.write_chunk(self.run_dir, self.tag, self.rows, attrs=self.attrs)
+            self.rows = self._empty()
