@@ -56,6 +56,28 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def list_entries(path: Path, fields: int, sep: str | None = None, problems: list | None = None):
+    """``(where, parts)`` for each line of a list file with exactly ``fields`` parts.
+
+    Other lines go to ``problems`` as ``("file:line", why)``.
+    """
+    for number, line in enumerate(read_lines(path), start=1):
+        parts = [p.strip() for p in line.split(sep)]
+        where = f"{Path(path).name}:{number}"
+        if len(parts) != fields:
+            problems.append((where, f"expected {fields} fields, found {len(parts)}: {line[:80]!r}"))
+            continue
+        yield where, parts
+
+
+def to_int(text: str, what: str) -> int:
+    """An integer field of a list file or name; ValueError naming the field."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+
+
 @dataclass(frozen=True)
 class NameRule:
     """A regular expression over a path relative to its split folder (posix), with named groups.

@@ -188,3 +188,58 @@ def info_json(store_path: Path) -> dict:
     result = run_cli("info", store_path, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+# -- list-file benchmarks: MSMT17, DeepChange, CCVID ------------------------------------
+MSMT_LISTS = {
+    "train": ["0000/0000_000_01_0303morning_0015_0.jpg 0", "0000/0000_001_05_0303noon_0032_1.jpg 0", "0001/0001_000_15_0303afternoon_0100_0.jpg 1"],
+    "val": ["0001/0001_002_07_0303morning_0200_2.jpg 1"],
+    "query": ["0000/0000_000_02_0303morning_0040_0.jpg 0", "0003/0003_004_10_0113noon_0500_1.jpg 3"],
+    "gallery": ["0000/0000_010_11_0303noon_0201_0.jpg 0", "0003/0003_001_03_0113morning_0300_0.jpg 3"],
+}
+
+
+def build_msmt17(root: Path, version: str = "MSMT17_V1", extra_lines: dict | None = None) -> Path:
+    base = Path(root) / version
+    train_dir, test_dir = ("train", "test") if version == "MSMT17_V1" else ("mask_train_v2", "mask_test_v2")
+    for split, lines in MSMT_LISTS.items():
+        folder = base / (test_dir if split in ("query", "gallery") else train_dir)
+        write_images(folder, [line.split()[0] for line in lines])
+        text = "\n".join(lines + list((extra_lines or {}).get(split, []))) + "\n"
+        (base / f"list_{split}.txt").write_text(text)
+    return base
+
+
+DEEPCHANGE = {
+    "train-set": ["P0001_C3_W1_F0001.jpg,10", "P0001_C5_W2_F0100.jpg,11", "P0002_C17_W1_F0003.jpg,12"],
+    "val-set-query": ["P0500_C1_W1_F0001.jpg,1"],
+    "val-set-gallery": ["P0500_C2_W1_F0002.jpg,2"],
+    "test-set-query": ["P0900_C4_W3_F0007.jpg,5"],
+    "test-set-gallery": ["P0900_C4_W3_F0009.jpg,6", "P0900_C9_W1_F0020.jpg,7"],
+}
+
+
+def build_deepchange(root: Path) -> Path:
+    base = Path(root) / "DeepChangeDataset"
+    for folder, lines in DEEPCHANGE.items():
+        write_images(base / folder, [line.split(",")[0] for line in lines])
+        (base / f"{folder}-bbox.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+CCVID = {
+    "train": [("session1/001_01", "001", "u1_l1_s1_c1_b1", 3), ("session3/001_02", "001", "u2_l1_s1_c1_b1", 2)],
+    "query": [("session2/005_03", "005", "u1_l1_s1_c1_b1", 2)],
+    "gallery": [("session3/005_01", "005", "u3_l2_s1_c1_b1", 2), ("session1/005_12", "005", "u1_l1_s1_c1_b1", 1)],
+}
+
+
+def build_ccvid(root: Path) -> Path:
+    base = Path(root) / "CCVID"
+    for split, tracklets in CCVID.items():
+        lines = []
+        for folder, pid, outfit, frames in tracklets:
+            write_images(base / folder, [f"{100 + f:05d}.jpg" for f in range(frames)])
+            lines.append(f"{folder}\t{pid}\t{outfit}")
+        (base / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return base

@@ -24,12 +24,13 @@ def _common_options(adapter):
 
 def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings):
     from reidkit.progress import progress_bar
-    from reidkit.store.writer import check_output, write_store
+    from reidkit.store.writer import check_output, check_scan_problems, write_store
 
     check_output(out, force)  # before scanning: a wrong --out fails at once
     adapter = adapter_cls()
     layout = adapter.scan(root, dict(settings))
     layout.settings = {**dict(settings), **layout.settings, "adapter": name, "root": str(root) if root else None}
+    check_scan_problems(layout, skip_bad)  # before the progress bar: a bad layout fails in one line
     total = layout.total if layout.total is not None else (len(layout.records) if hasattr(layout.records, "__len__") else None)
     with progress_bar(total, f"adapt {name}") as update:
         summary = write_store(out, layout, force=force, skip_bad=skip_bad, progress=lambda n: update(completed=n))

@@ -76,6 +76,12 @@ def check_output(out: Path, force: bool):
         raise StoreError(f"cannot write to the folder of --out: {out.parent}")
 
 
+def check_scan_problems(layout: DatasetLayout, skip_bad: bool):
+    """Fail on what scanning found (unparseable names, bad list lines) before any image is read."""
+    if layout.problems and not skip_bad:
+        raise DatasetLayoutError(describe_problems(layout.problems) + " (use --skip-bad to leave them out)")
+
+
 def _assign_ids(values, keep):
     """Contiguous ids over sorted distinct values (never set order): -1 where not kept."""
     distinct = sorted({v for v, k in zip(values, keep) if k})
@@ -102,9 +108,8 @@ def write_store(
 
     out = Path(out)
     check_output(out, force)
+    check_scan_problems(layout, skip_bad)
     problems = list(layout.problems)
-    if problems and not skip_bad:
-        raise DatasetLayoutError(describe_problems(problems) + " (use --skip-bad to leave them out)")
 
     vlen_bytes = h5py.vlen_dtype(np.dtype("uint8"))
     digest = hashlib.sha256()
