@@ -95,10 +95,17 @@ def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cp
     for e in entries:
         if not e.items:
             raise ReidkitError(f"prompt source '{source}' gave outfit '{e.key}' no clothing items")
+    try:
+        _publish_bank(d, entries)
+    except FileExistsError:  # another rank published the same (seeded) bank first
+        pass
+    return ClothingBank.read(d)
+
+
+def _publish_bank(d, entries):
     chunks.write_chunk(d, "bank", {
         "key": [e.key for e in entries],
         "items": [json.dumps(e.items) for e in entries],
         "raw": [e.raw for e in entries],
         "ok": [bool(e.ok) for e in entries],
     })
-    return ClothingBank.read(d)
