@@ -243,3 +243,119 @@ def build_ccvid(root: Path) -> Path:
             lines.append(f"{folder}\t{pid}\t{outfit}")
         (base / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return base
+
+
+# -- CUHK03: the .mat files in their real structure ---------------------------------------
+def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=((1, 2, 9),), height=10, width=6) -> dict:
+    """cuhk-03.mat as MATLAB v7.3 writes it: HDF5 with a 512-byte header block, data under #refs#.
+
+    ``detected`` and ``labeled`` are 1x5 cells (stored 5x1 transposed), each
+    pair a persons x 10 cell of 3 x W x H uint8 images; ``empty`` lists
+    (pair, person, image) cells left empty (MATLAB's empty double). Returns
+    {(kind, pair, person, image): HxWx3 image} for the non-empty cells.
+    """
+    import h5py
+
+    pixels = {}
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        refs = h5.create_group("#refs#")
+        counter = iter(range(10**6))
+
+        def put(data, cls, **attrs):
+            ds = refs.create_dataset(f"r{next(counter)}", data=data)
+            ds.attrs["MATLAB_class"] = np.bytes_(cls)
+            for k, v in attrs.items():
+                ds.attrs[k] = v
+            return ds.ref
+
+        for k_index, kind in enumerate(("detected", "labeled")):
+            pair_refs = []
+            for pair in range(1, 6):
+                persons = persons_per_pair[pair - 1] if pair <= len(persons_per_pair) else 1
+                cells = np.empty((10, persons), dtype=h5py.ref_dtype)  # MATLAB persons x 10, transposed
+                for person in range(1, persons + 1):
+                    for image in range(1, 11):
+                        if (pair, person, image) in empty:
+                            cells[image - 1, person - 1] = put(np.zeros(2, np.uint64), "double", MATLAB_empty=np.uint8(1))
+                            continue
+                        rng = np.random.default_rng([k_index, pair, person, image])
+                        img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                        pixels[(kind, pair, person, image)] = img
+                        cells[image - 1, person - 1] = put(img.T, "uint8")
+                pair_refs.append(put(cells, "cell"))
+            top = h5.create_dataset(kind, data=np.array(pair_refs, dtype=h5py.ref_dtype).reshape(1, 5))
+            top.attrs["MATLAB_class"] = np.bytes_("cell")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 .".ljust(116)
+    with open(path, "r+b") as f:
+        f.write(header + b"\x00" * 8 + b"\x00\x02" + b"IM")
+    return pixels
+
+
+def _mat5_element(mtype: int, payload: bytes) -> bytes:
+    import struct
+
+    pad = (-len(payload)) % 8
+    return struct.pack("<II", mtype, len(payload)) + payload + b"\x00" * pad
+
+
+def _mat5_matrix(name: str, value) -> bytes:
+    """A level-5 miMATRIX element: double arrays, char rows, cell arrays (column-major, as MATLAB)."""
+    import struct
+
+    if isinstance(value, str):
+        cls, dims, data = 4, (1, len(value)), _mat5_element(4, np.array([ord(c) for c in value], "<u2").tobytes())
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):  # cell column of strings
+        cls, dims, data = 1, (len(value), 1), b"".join(_mat5_matrix("", v) for v in value)
+    else:
+        array = np.atleast_2d(np.asarray(value, dtype="<f8"))
+        cls, dims, data = 6, array.shape, _mat5_element(9, array.flatten(order="F").tobytes())
+    body = (
+        _mat5_element(6, struct.pack("<II", cls, 0))
+        + _mat5_element(5, np.array(dims, "<i4").tobytes())
+        + _mat5_element(1, name.encode())
+        + data
+    )
+    return _mat5_element(14, body)
+
+
+def write_mat5(path: Path, variables: dict, compress: bool = True) -> None:
+    """A level-5 MAT-file as MATLAB's save writes it (each variable a zlib-compressed element)."""
+    import struct
+    import zlib
+
+    header = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024".ljust(116) + b"\x00" * 8
+    out = [header + struct.pack("<H", 0x0100) + b"IM"]
+    for name, value in variables.items():
+        element = _mat5_matrix(name, value)
+        out.append(struct.pack("<II", 15, len(zlib.compress(element))) + zlib.compress(element) if compress else element)
+    Path(path).write_bytes(b"".join(out))
+
+
+def build_cuhk03(root: Path, images: str = "detected", extra_train=()) -> tuple[Path, dict, dict]:
+    """cuhk03/cuhk03_release/cuhk-03.mat plus the new-protocol split file; returns (folder, pixels, split)."""
+    base = Path(root) / "cuhk03"
+    (base / "cuhk03_release").mkdir(parents=True)
+    pixels = write_mat73_cuhk03(base / "cuhk03_release" / "cuhk-03.mat")
+    # global person labels: pair 1 persons 1-3 -> 1-3, pair 2 persons 1-2 -> 844, 845 (labels are not positional)
+    persons = {(1, 1): 1, (1, 2): 2, (1, 3): 3, (2, 1): 844, (2, 2): 845}
+    filelist, labels = [], []
+    for (pair, person), label in persons.items():
+        for image in (1, 2, 6, 9):
+            if (pair, person, image) == (1, 2, 9):
+                continue  # the empty cell is not listed (as in the real split files)
+            filelist.append(f"{pair}_{person:03d}_{1 if image <= 5 else 2}_{image:02d}.png")
+            labels.append(label)
+    index = {name: i + 1 for i, name in enumerate(filelist)}
+    train = [i for n, i in index.items() if n.startswith(("1_001", "1_002"))] + list(extra_train)
+    query = [index["1_003_1_01.png"], index["2_001_2_06.png"], index["2_002_1_02.png"]]
+    gallery = [i for n, i in index.items() if n.startswith(("1_003", "2_")) and i not in query]
+    split = {"train_idx": train, "query_idx": query, "gallery_idx": gallery}
+    write_mat5(base / f"cuhk03_new_protocol_config_{images}.mat", {
+        "camId": [[1 if n.split("_")[2] == "1" else 2] for n in filelist],
+        "filelist": filelist,
+        "gallery_idx": [[i] for i in gallery],
+        "labels": [[lab] for lab in labels],
+        "query_idx": [[i] for i in query],
+        "train_idx": [[i] for i in train],
+    })
+    return base, pixels, {k: [filelist[i - 1] if i <= len(filelist) else None for i in v] for k, v in split.items()}
