@@ -1,0 +1,207 @@
+"""Training: losses against hand computations, sampler and pairing, each strategy's real step, checkpoints and exact resume."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tests.train_helpers import make_store, tiny_config, write_run
+
+from reidkit import open_store
+from reidkit.errors import ReidkitError
+from reidkit.training.data import GENERATED, REAL, IdentityBatchSampler, build_items, variant_pool_size
+from reidkit.training.engine import train
+from reidkit.training.losses import batch_hard_triplet, clothes_adversarial, label_smoothed_ce
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world")
+    store = make_store(d)
+    write_run(store, "gen", variants=4, reject={(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)})
+    return store
+
+
+# -- losses ---------------------------------------------------------------------
+def test_cal_loss_matches_hand_computation():
+    # one sample of a person owning clothes 0 and 1 (true: 0); clothes 2 is another person's
+    cos = torch.tensor([[0.5, 0.2, -0.3]])
+    pos = torch.tensor([[1.0, 1.0, 0.0]])
+    lp0 = 0.5 - math.log(math.exp(0.5) + math.exp(-0.3))
+    lp1 = 0.2 - math.log(math.exp(0.2) + math.exp(-0.3))
+    expected = -(0.9 * lp0 + 0.1 * lp1)
+    got = clothes_adversarial(cos, torch.tensor([0]), pos, scale=1.0, epsilon=0.1)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cal_loss_single_outfit_puts_all_mass_on_true_class_and_averages_over_batch():
+    cos = torch.tensor([[0.1, 0.4, 0.0], [0.3, -0.2, 0.6]])
+    pos = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    s = 16.0
+    # sample 0: only clothes 1 is its person's -> -log p_1 against the two negatives
+    l0 = -(s * 0.4 - math.log(math.exp(s * 0.4) + math.exp(s * 0.1) + math.exp(0.0)))
+    # sample 1: true 2, other own clothes 0 (eps 0.1), negative clothes 1
+    lp2 = s * 0.6 - math.log(math.exp(s * 0.6) + math.exp(-s * 0.2))
+    lp0 = s * 0.3 - math.log(math.exp(s * 0.3) + math.exp(-s * 0.2))
+    l1 = -(0.9 * lp2 + 0.1 * lp0)
+    got = clothes_adversarial(cos, torch.tensor([1, 2]), pos, scale=s, epsilon=0.1)
+    assert float(got) == pytest.approx((l0 + l1) / 2, rel=1e-4)  # float32
+
+
+def test_label_smoothed_ce_and_batch_hard_triplet_by_hand():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    logp = torch.log_softmax(logits, 1)[0]
+    eps = 0.3
+    expected = -((1 - eps + eps / 3) * logp[0] + eps / 3 * logp[1] + eps / 3 * logp[2])
+    assert float(label_smoothed_ce(logits, torch.tensor([0]), eps)) == pytest.approx(float(expected), rel=1e-6)
+    # points on a line: a0=0, a1=1 (same person), b0=1.5, b1=4
+    f = torch.tensor([[0.0], [1.0], [1.5], [4.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    # anchors: 0: pos 1, neg 1.5 -> 0.3 + 1 - 1.5 < 0 -> 0 ; 1: pos 1, neg .5 -> .8 ; 2: pos 2.5, neg .5 -> 2.3 ; 3: pos 2.5, neg 3 -> 0
+    assert float(batch_hard_triplet(f, y, 0.3)) == pytest.approx((0 + 0.8 + 2.3 + 0) / 4, rel=1e-5)
+
+
+# -- data -------------------------------------------------------------------------
+def test_progressive_schedule_follows_methods_thresholds():
+    assert [variant_pool_size(e, 10) for e in (0, 4, 5, 9, 10, 14, 15, 59)] == [2, 2, 5, 5, 7, 7, 10, 10]
+    assert variant_pool_size(0, 2) == 1  # max(1, floor(2 * 0.25))
+    assert variant_pool_size(3, 8, thresholds=(2,), fractions=(0.5, 1.0)) == 8
+
+
+def test_items_keep_only_kept_generated_images_with_their_source_labels(world):
+    store = open_store(world)
+    items = build_items(store, ["gen"])
+    run = store.run("gen")
+    gen = items.kind == GENERATED
+    assert gen.sum() == run.kept().sum() == len(run) - 5
+    src_store = run.source_index()[items.ref[gen]]
+    assert (items.ref[items.source[gen]] == src_store).all()  # source item is the real image it came from
+    assert (store.pid[src_store] == np.array(items.label_of_pid and [k for k in store.pid[src_store]])).all()
+    assert (items.label[gen] == items.label[items.source[gen]]).all()
+    assert (items.clothes[gen] == -1).all() and (items.clothes[~gen] >= 0).all()
+    assert items.num_variants == 4
+
+
+def test_sampler_is_p_by_k_seeded_per_epoch_and_sharded(world):
+    items = build_items(open_store(world), [])
+    s = IdentityBatchSampler(items, 2, 3, seed=7)
+    batches = s.batches(0)
+    assert batches and all(len(b) == 6 for b in batches)
+    for b in batches:
+        labels = items.label[[i for i, _ in b]]
+        assert sorted(np.unique(labels, return_counts=True)[1].tolist()) == [3, 3]
+    assert batches == IdentityBatchSampler(items, 2, 3, seed=7).batches(0)
+    assert batches != s.batches(1)
+    r0 = IdentityBatchSampler(items, 2, 3, seed=7, rank=0, world=2).batches(0)
+    r1 = IdentityBatchSampler(items, 2, 3, seed=7, rank=1, world=2).batches(0)
+    assert len(r0) == len(r1) == len(batches) // 2 and r0 == batches[0::2][:len(r0)] and r1 == batches[1::2][:len(r1)]
+
+
+def test_pairing_gives_each_real_image_one_variant_of_itself_within_the_pool(world):
+    items = build_items(open_store(world), ["gen"])
+    s = IdentityBatchSampler(items, 2, 2, seed=1, variant_limit=lambda e, v: 2)
+    seen = set()
+    for batch in s.batches(0) + s.batches(3):
+        ids = [i for i, _ in batch]
+        real = [i for i in ids if items.kind[i] == REAL]
+        gen = [i for i in ids if items.kind[i] == GENERATED]
+        assert len(real) == 4
+        by_source = {int(items.source[g]): g for g in gen}
+        assert len(by_source) == len(gen)
+        for r in real:
+            if r in (0, 1) and r not in by_source:
+                continue
+            g = by_source[r]  # every real image has its own variant, except image 0 whose variants were all rejected
+            seen.add(int(items.variant[g]))
+            assert items.variant[g] < 2 or r == 1  # image 1 lost variant 0: it falls back on its first kept one
+        assert 0 not in by_source
+    assert seen == {0, 1}
+
+
+# -- strategies: one real optimisation step each ------------------------------------
+@pytest.mark.parametrize("plugin,extra,expected", [
+    ("baseline", {}, {"id", "triplet"}),
+    ("cal", {"adversarial_start_epoch": 0}, {"id", "clothes", "cal"}),
+    ("progressive", {"generated": ["gen"], "adversarial_start_epoch": 0}, {"id", "clothes", "cal"}),
+    ("progressive", {"generated": ["gen"], "base": "baseline"}, {"id", "triplet"}),
+])
+def test_each_strategy_takes_a_real_step(world, tmp_path, plugin, extra, expected):
+    from reidkit.training.model import build_model
+
+    config = tiny_config(plugin, **extra)
+    items = build_items(open_store(world), config["generated"])
+    torch.manual_seed(config["seed"])
+    init, _ = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class)
+    summary = train(world, config, tmp_path / "run", progress=False, max_steps=1)
+    assert expected <= set(summary) and all(math.isfinite(summary[k]) and summary[k] > 0 for k in expected)
+    trained = load_file(str(tmp_path / "run" / "model.safetensors"))
+    changed = [k for k, v in init.state_dict().items() if not torch.equal(v, trained[k])]
+    assert any(k.startswith("backbone.trunk") for k in changed) and any(k.startswith("heads") for k in changed)
+    if plugin == "progressive":
+        assert summary["images"] in (7, 8) and summary["variant_pool"] == 1  # 2x2 real + their variants (image 0 has none), first 25% of 4
+
+
+def test_generated_images_stay_out_of_the_clothes_losses():
+    from reidkit.plugins.strategies.cal import CalStrategy
+
+    strategy = CalStrategy({**CalStrategy.defaults, "adversarial_start_epoch": 0})
+    torch.manual_seed(0)
+    outputs = {"logits": torch.randn(4, 3), "feat": torch.randn(4, 5), "clothes_cos": torch.rand(4, 4) - 0.5,
+               "adversarial_cos": torch.rand(4, 4) - 0.5, "clothes_of_person": torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])}
+    batch = {"label": torch.tensor([0, 1, 0, 1]), "clothes": torch.tensor([1, 2, -1, -1]), "generated": torch.tensor([False, False, True, True])}
+    _, parts = strategy.loss(outputs, batch, epoch=0)
+    real = {k: v[:2] if k != "clothes_of_person" else v for k, v in outputs.items()}
+    _, real_parts = strategy.loss(real, {k: v[:2] for k, v in batch.items()}, epoch=0)
+    assert parts["clothes"] == pytest.approx(real_parts["clothes"]) and parts["cal"] == pytest.approx(real_parts["cal"])
+    assert parts["id"] != pytest.approx(real_parts["id"])  # generated images do join the identity loss
+
+
+# -- checkpoints ----------------------------------------------------------------------
+def test_resume_continues_exactly(world, tmp_path):
+    settings = dict(generated=["gen"], adversarial_start_epoch=1, progress_epochs=[1], progress_fractions=[0.5, 1.0],
+                    milestones=[1], epochs=2)
+    straight = train(world, tiny_config("progressive", **settings), tmp_path / "a", progress=False)
+    train(world, tiny_config("progressive", **{**settings, "epochs": 1}), tmp_path / "b", progress=False)
+    with pytest.raises(ReidkitError, match="already holds"):
+        train(world, tiny_config("progressive", **settings), tmp_path / "b", progress=False)
+    resumed = train(world, tiny_config("progressive", **settings), tmp_path / "b", resume=True, progress=False)
+    assert resumed["epochs_run"] == 1 and "cal" in resumed and resumed["variant_pool"] == 4
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["checksum"] == resumed["checksum"]
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and log[0].startswith("epoch,lr")
+    with pytest.raises(ReidkitError, match="setting 'lr'"):
+        train(world, tiny_config("progressive", **{**settings, "lr": 1e-3}), tmp_path / "b", resume=True, progress=False)
+
+
+def test_load_reid_model_round_trip(world, tmp_path):
+    from reidkit.training.inference import load_reid_model
+
+    train(world, tiny_config("cal"), tmp_path / "run", progress=False, max_steps=2)
+    model = load_reid_model(tmp_path / "run", "cpu")
+    store = open_store(world)
+    images = [store.image(i) for i in store.split("query")[:3]]
+    feats = model.features(images)
+    assert feats.shape == (3, 1024)  # resnet18 max+avg pooling (CAL)
+    probs = model.identity_probs(images)
+    assert probs.shape == (3, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert sorted(model.label_of_pid.values()) == [0, 1, 2, 3]
+    train_pids = np.unique(store.pid[store.split("train")])
+    assert sorted(model.label_of_pid) == train_pids.tolist()
+    # flip averaging: the features of a mirrored image equal the original's
+    assert np.allclose(model.features([im[:, ::-1] for im in images]), feats, atol=1e-4)
+
+
+def test_cli_errors_are_one_line(world, tmp_path):
+    from reidkit.cli import main
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        return exc.value.code
+
+    assert run("train", str(world), "--plugin", "progressive", "--out", str(tmp_path / "x")) == 1
+    assert run("train", str(world), "--plugin", "nope") == 1
+    assert run("train", str(world), "--batch", "3") == 2
+    assert run("train", str(tmp_path / "missing.h5")) == 1
