@@ -1,9 +1,10 @@
 """A pre-training store from generated runs (a Diff-Person-like set): one identity-labelled store.
 
 Every kept item of the chosen runs of one or more source stores becomes an
-image of the new store's ``train`` split. Person ids are namespaced per
-source (the ``source`` column indexes the ``sources`` attribute), so two
-sources' person 7 never merge.
+image of the new store's ``train`` split. Identities are namespaced per
+source: the ``source`` column indexes the ``sources`` attribute, and the new
+store numbers (source, person id) pairs afresh (table in its settings,
+``identities``), so two sources' person 7 never merge.
 
 Leakage guard: a generated image may only come from a source image in its
 store's training split, and its identity may not appear in the query or
@@ -64,8 +65,11 @@ def _select_runs(store, wanted: list[str] | None):
 
 
 def collect(sources: list, runs: list[str] | None = None, *, eval_stores: list = (), allow_overlap: bool = False,
-            include_rejected: bool = False, with_real: bool = False) -> tuple[list[ImageRecord], list[SourceReport]]:
-    """Image records (lazy bytes) and a report per source; raises on leakage unless ``allow_overlap``."""
+            include_rejected: bool = False, with_real: bool = False) -> tuple[list[ImageRecord], list[SourceReport], list]:
+    """Image records (lazy bytes), a report per source and the identity table [new pid, source, source pid].
+
+    Raises on leakage unless ``allow_overlap``.
+    """
     from reidkit.store import open_store
 
     records: list[ImageRecord] = []
@@ -116,7 +120,21 @@ def collect(sources: list, runs: list[str] | None = None, *, eval_stores: list =
                            "--allow-overlap builds anyway and records the overlap)")
     if not records:
         raise ReidkitError("no generated images to use (all rejected by filters? --include-rejected uses them anyway)")
-    return records, reports
+    identities = renumber(records)
+    return records, reports, [[new, reports[o].name, old] for new, o, old in identities]
+
+
+def renumber(records: list[ImageRecord]) -> list[tuple[int, int, int]]:
+    """Give the combined store its own person ids: contiguous over sorted (origin, source pid) pairs.
+
+    The pairs never collide across sources, and any consumer that keys on ``pid`` alone (the
+    training data, the filters) sees distinct identities. Returns [(new pid, origin, source pid)].
+    """
+    pairs = sorted({(r.origin, r.pid) for r in records})
+    new = {pair: i for i, pair in enumerate(pairs)}
+    for r in records:
+        r.pid = new[(r.origin, r.pid)]
+    return [(i, o, p) for (o, p), i in new.items()]
 
 
 def _loader(run, i):
@@ -133,14 +151,14 @@ def build_pretrain_store(out, sources: list, runs: list[str] | None = None, *, e
     """Collect (leakage guard first) and write the pre-training store; returns (WriteSummary, [SourceReport])."""
     if not sources:
         raise ReidkitError("give at least one source store")
-    records, reports = collect(sources, runs, eval_stores=eval_stores, allow_overlap=allow_overlap,
+    records, reports, identities = collect(sources, runs, eval_stores=eval_stores, allow_overlap=allow_overlap,
                                include_rejected=include_rejected, with_real=with_real)
     options = {"eval_stores": [str(Path(p)) for p in eval_stores], "include_rejected": include_rejected,
                "with_real": with_real, "allowed": allow_overlap}
-    return write_pretrain_store(out, records, reports, options, force=force, progress=progress), reports
+    return write_pretrain_store(out, records, reports, identities, options, force=force, progress=progress), reports
 
 
-def write_pretrain_store(out, records: list[ImageRecord], reports: list[SourceReport], options: dict, *,
+def write_pretrain_store(out, records: list[ImageRecord], reports: list[SourceReport], identities: list, options: dict, *,
                          force: bool = False, progress=None):
     """Write collected records as store ``out`` (all in split ``train``); what made it goes in its settings."""
     from reidkit.store.writer import write_store
@@ -158,6 +176,7 @@ def write_pretrain_store(out, records: list[ImageRecord], reports: list[SourceRe
             "non_train_sources": {r.name: r.not_train_sources for r in reports if r.not_train_sources},
         },
     }
+    settings["identities"] = identities  # new pid -> (source, source pid)
     layout = DatasetLayout(dataset="pretrain", records=records, protocols=[], settings=settings,
                            total=len(records), sources=[r.name for r in reports])
     return write_store(Path(out), layout, force=force, progress=progress)

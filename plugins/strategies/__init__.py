@@ -12,3 +12,5 @@ def register_strategies(register):
     register("baseline", BaselineStrategy)
     register("cal", CalStrategy)
     register("progressive", ProgressiveStrategy)
+    from reidkit.plugins.strategies.pretrain import PretrainStrategy  # noqa: E402  (Diffusion-ReID pre-training)
+    register("pretrain", PretrainStrategy)

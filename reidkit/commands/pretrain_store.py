@@ -30,12 +30,12 @@ def pretrain_store(sources, runs, out, eval_stores, allow_overlap, include_rejec
     from reidkit.store.writer import check_output
 
     check_output(out, force)  # before reading anything: a wrong --out fails at once
-    records, reports = collect(list(sources), list(runs) or None, eval_stores=list(eval_stores), allow_overlap=allow_overlap,
+    records, reports, identities = collect(list(sources), list(runs) or None, eval_stores=list(eval_stores), allow_overlap=allow_overlap,
                                include_rejected=include_rejected, with_real=with_real)
     options = {"eval_stores": [str(p) for p in eval_stores], "include_rejected": include_rejected, "with_real": with_real,
                "allowed": allow_overlap}
     with progress_bar(len(records), "pretrain-store") as update:
-        summary = write_pretrain_store(out, records, reports, options, force=force, progress=lambda n: update(completed=n))
+        summary = write_pretrain_store(out, records, reports, identities, options, force=force, progress=lambda n: update(completed=n))
     for r in reports:
         line = f"{r.name}: {r.images} generated + {r.real_images} real images of {r.identities} identities from runs {', '.join(r.runs)}"
         if r.rejected_skipped:

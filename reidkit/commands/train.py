@@ -25,6 +25,7 @@ def parse_batch(value):
 @click.option("--base", default=None, help="progressive only: base strategy, cal (default) or baseline.")
 @click.option("--backbone", default=None, help="Backbone plugin, or a timm model name (resnet50, resnet18, ...).")
 @click.option("--weights", default=None, help="Backbone start weights: a .safetensors file, 'imagenet' (needs the hub), or none.")
+@click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --plugin pretrain' (its run folder).")
 @click.option("--epochs", type=int, default=None)
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<plugin>].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML file with the same settings.")
@@ -41,7 +42,7 @@ def parse_batch(value):
 @click.option("--eval-every", type=int, default=None, help="Evaluate every N epochs (0: never during training).")
 @click.option("--steps-per-epoch", "max_steps_per_epoch", type=int, default=None, help="Cap batches per epoch (quick runs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
-def train(store, plugin, generated, base, backbone, weights, epochs, out, config_file, seed, device, batch, ids_per_batch,
+def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
           images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume):
     """Train a model: reidkit train STORE --plugin progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
@@ -68,6 +69,14 @@ def train(store, plugin, generated, base, backbone, weights, epochs, out, config
     config["backbone"] = backbone_settings(config, backbone)
     if weights is not None:
         config["backbone"]["weights"] = None if weights == "none" else weights
+    if init_from:
+        from reidkit.pretrained_backbone import resolve_export
+
+        weights_file, exported = resolve_export(init_from)
+        if backbone is None:  # the export's own architecture, unless --backbone says otherwise
+            config["backbone"].update(exported.get("backbone", {}))
+        config["backbone"]["weights"] = None  # no hub weights under the export
+        config["init_from"] = str(weights_file.resolve())
     if not Path(store).exists():
         raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
     out = Path(out or Path("runs") / config["plugin"])

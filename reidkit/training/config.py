@@ -10,7 +10,7 @@ from reidkit.errors import ReidkitError
 COMMON = {
     "seed": 0, "device": "auto", "amp": "auto", "num_workers": 2, "generated": [], "eval_every": 0,
     "checkpoint_every": 1, "eval_protocols": None, "eval_batch_size": 128,
-    "max_steps_per_epoch": None,
+    "max_steps_per_epoch": None, "init_from": None,
 }
 # may change between a run and its --resume (the rest must match)
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_every", "checkpoint_every", "eval_protocols", "eval_batch_size", "amp"}

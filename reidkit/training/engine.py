@@ -110,6 +110,10 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
 
         torch.manual_seed(seed)
         model, strategy = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class)
+        if config.get("init_from"):  # a pre-trained backbone export (reidkit train --init-from); resume overrides it
+            from reidkit.pretrained_backbone import load_init
+
+            load_init(model.backbone, config["init_from"])
         model.to(ctx.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
@@ -189,6 +193,8 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             last = epoch + 1 == epochs
             if ctx.main and (last or (epoch + 1) % int(config["checkpoint_every"]) == 0):
                 ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch)
+                if hasattr(strategy, "on_checkpoint"):  # e.g. pretrain exports its backbone
+                    strategy.on_checkpoint(out, model, config, epoch)
             if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
                 row.update(evaluate_during_training(model, store, config, ctx.device))
             if ctx.main:
