@@ -1,0 +1,41 @@
+"""DLCR test-time refinement against a hand-worked example."""
+import numpy as np
+import pytest
+
+from reidkit.training.refinement import refine_query, refine_scores
+
+
+def test_refine_query_hand_worked():
+    pids = np.array([1, 1, 2, 2, 3, 4])
+    valid = np.array([True, True, True, False, True, True])  # item 3 dropped by the protocol
+    s0 = [1.9, 1.2, 1.8, 1.1, 1.5, 1.0]
+    s1 = [1.4, 1.3, 1.95, 1.0, 1.2, 1.6]
+    # top-3: T0 = {p1: 1.9, p2: 1.8, p3: 1.5}, m0 = 1.9; T1 = {p2: 1.95, p4: 1.6, p1: 1.4}, m1 = 1.95
+    a1 = 1.9 + 1.9 ** 2 / 1.9 + 1.4 ** 2 / 1.95
+    a2 = 1.8 + 1.8 ** 2 / 1.9 + 1.95 ** 2 / 1.95
+    a3 = 1.5 + 1.5 ** 2 / 1.9  # p3 is not in T1
+    got = refine_query(np.array([s0, s1]), pids, valid, top=3)
+    assert got == pytest.approx([a1, a1, a2, 1.1, a3, 1.0])  # p4 is not in T0: keeps s0; the dropped item keeps s0
+    assert int(np.argmax(got)) == 2  # the variant moved person 2 ahead of person 1
+
+
+def test_refine_without_variants_only_boosts_the_original_top():
+    pids = np.array([5, 6, 7])
+    got = refine_query(np.array([[1.2, 1.8, 1.0]]), pids, np.ones(3, bool), top=2)
+    assert got == pytest.approx([1.2 + 1.2 ** 2 / 1.8, 1.8 + 1.8, 1.0])
+
+
+def test_refine_scores_applies_the_protocol_rule_before_taking_the_top():
+    # query of person 1, camera 0, clothes 0; gallery: same person same camera (dropped), same person other
+    # camera same clothes (dropped in cc), same person other camera other clothes, and person 2
+    g = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.8]])
+    q = np.array([[1.0, 0.0]])
+    g_pids, g_cams, g_clothes = np.array([1, 1, 1, 2]), np.array([0, 1, 1, 1]), np.array([0, 0, 1, 5])
+    args = (q, g, np.zeros((0, 2)), [], np.array([1]), g_pids, np.array([0]), g_cams, np.array([0]), g_clothes)
+    cc = refine_scores(*args, rule="cc", top=1)[0]
+    s0 = 1 + g @ q[0] / np.linalg.norm(g, axis=1)
+    assert cc[0] == pytest.approx(s0[0]) and cc[1] == pytest.approx(s0[1])  # dropped items untouched
+    assert cc[3] == pytest.approx(s0[3] + s0[3])  # person 2 is the cc top-1: A = s0 + s0^2 / m0 with m0 = s0
+    assert cc[2] == pytest.approx(s0[2])  # not in the top-1
+    standard = refine_scores(*args, rule="standard", top=1)[0]
+    assert standard[1] == pytest.approx(2 * s0[1]) and standard[2] == pytest.approx(2 * s0[1])  # person 1 on top
