@@ -8,8 +8,12 @@ from reidkit.errors import ReidkitError
 POOLINGS = ("avg", "max", "maxavg", "gem")
 
 
-def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True, **ignored):
-    """Return a ``TimmReidBackbone`` (see ``reidkit.training.contracts.Backbone``)."""
+def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True,
+                        model_args=None, **ignored):
+    """Return a ``TimmReidBackbone`` (see ``reidkit.training.contracts.Backbone``).
+
+    ``model_args`` go to ``timm.create_model`` (e.g. ``img_size: [256, 128]`` for ViTs).
+    """
     import torch
     from torch import nn
 
@@ -21,7 +25,7 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
         raise ReidkitError(f"timm has no model '{model}' (see timm.list_models(), e.g. resnet18, resnet50)")
     pretrained = weights in ("imagenet", "hub")
     try:
-        trunk = timm.create_model(model, pretrained=pretrained, num_classes=0, global_pool="")
+        trunk = timm.create_model(model, pretrained=pretrained, num_classes=0, global_pool="", **(model_args or {}))
     except Exception as exc:  # hub errors when offline, bad names
         raise ReidkitError(f"cannot build timm model '{model}' (weights={weights}): {str(exc).splitlines()[0]}") from None
     if weights and not pretrained:
@@ -81,9 +85,9 @@ def _load_weights(trunk, path: Path):
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             break
-    result = trunk.load_state_dict(state, strict=False)
-    if len(result.missing_keys) == len(trunk.state_dict()):
+    if not set(state) & set(trunk.state_dict()):
         raise ReidkitError(f"{path} shares no weights with this model (first keys: {', '.join(list(state)[:3])})")
+    trunk.load_state_dict(state, strict=False)
 
 
 def _set_last_stride_one(trunk):
