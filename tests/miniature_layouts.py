@@ -359,3 +359,95 @@ def build_cuhk03(root: Path, images: str = "detected", extra_train=()) -> tuple[
         "train_idx": [[i] for i in train],
     })
     return base, pixels, {k: [filelist[i - 1] if i <= len(filelist) else None for i in v] for k, v in split.items()}
+
+
+# -- layouts of the real published sizes (names only; one tiny image hard-linked everywhere) -----
+def _spread(n: int, pids, cameras: int):
+    """n (pid, camera, serial) triples cycling over ``pids`` and then cameras: every pid gets an image."""
+    pids = list(pids)
+    return [(pids[i % len(pids)], (i // len(pids)) % cameras + 1, i) for i in range(n)]
+
+
+def real_size_names(dataset: str) -> dict[str, list[str]]:
+    """Relative paths of a layout with the published split sizes of shared/datasets.md."""
+    if dataset == "market1501":
+        train_ids, test_ids = range(1, 752), range(1001, 1751)
+        gallery = [f"{p:04d}_c{c}s1_{i:06d}_01.jpg" for p, c, i in _spread(13120, test_ids, 6)]
+        gallery += [f"0000_c{c}s2_{i:06d}_01.jpg" for _, c, i in _spread(2793, [0], 6)]
+        gallery += [f"-1_c{c}s3_{i:06d}_01.jpg" for _, c, i in _spread(3819, [-1], 6)]
+        return {
+            "bounding_box_train": [f"{p:04d}_c{c}s1_{i:06d}_01.jpg" for p, c, i in _spread(12936, train_ids, 6)],
+            "query": [f"{p:04d}_c{c}s4_{i:06d}_00.jpg" for p, c, i in _spread(3368, test_ids, 6)],
+            "bounding_box_test": gallery,
+        }
+    if dataset == "ltcc":
+        return {
+            "train": [f"{p:03d}_{i % 3 + 1}_c{c}_{i:06d}.png" for p, c, i in _spread(9576, range(1, 78), 12)],
+            "query": [f"{p:03d}_{i % 2 + 1}_c{c}_{i:06d}.png" for p, c, i in _spread(493, range(100, 175), 12)],
+            "test": [f"{p:03d}_{i % 4 + 1}_c{c}_{i:06d}.png" for p, c, i in _spread(7050, range(100, 175), 12)],
+        }
+    if dataset == "vcclothes":
+        return {
+            split: [f"{p:04d}-{c:02d}-{i % 3 + 1:02d}-{i:05d}.jpg" for p, c, i in _spread(n, ids, 4)]
+            for split, n, ids in (("train", 9449, range(1, 257)), ("query", 1020, range(257, 513)), ("gallery", 8591, range(257, 513)))
+        }
+    if dataset == "prcc":
+        letters = "ABC"
+        out = {
+            f"rgb/{split}": [f"{p:03d}/{letters[c - 1]}_cropped_rgb{i:05d}.jpg" for p, c, i in _spread(n, range(1, 151), 3)]
+            for split, n in (("train", 17896), ("val", 5002))
+        }
+        for letter, n in (("A", 3384), ("B", 3543), ("C", 3873)):
+            out[f"rgb/test/{letter}"] = [f"{p:03d}/cropped_rgb{i:05d}.jpg" for p, _, i in _spread(n, range(151, 222), 1)]
+        return out
+    if dataset == "dukemtmc":
+        test_ids, distractor_ids = range(1001, 1703), range(3001, 3409)
+        return {
+            "bounding_box_train": [f"{p:04d}_c{c}_f{i:07d}.jpg" for p, c, i in _spread(16522, range(1, 703), 8)],
+            "query": [f"{p:04d}_c{c}_f{i:07d}.jpg" for p, c, i in _spread(2228, test_ids, 8)],
+            "bounding_box_test": [f"{p:04d}_c{c}_f{i:07d}.jpg" for p, c, i in _spread(17661, list(test_ids) + list(distractor_ids), 8)],
+        }
+    if dataset == "celebreid":
+        return {
+            split: [f"{p}_{i}_{i % 2}.jpg" for p, _, i in _spread(n, ids, 1)]
+            for split, n, ids in (("train", 20208, range(1, 633)), ("query", 2972, range(700, 1120)), ("gallery", 11006, range(700, 1120)))
+        }
+    if dataset == "msmt17":  # list_<split>.txt lines; the images live in train/ and test/
+        def lines(n, ids, offset):
+            return [f"{p:04d}/{p:04d}_{i:06d}_{c:02d}_0303morning_{i:04d}_0.jpg {p}" for p, c, i in _spread(n, ids, 15)]
+        return {
+            "list_train.txt": lines(30248, range(0, 1041), 0),
+            "list_val.txt": lines(2373, range(0, 1041), 40000),
+            "list_query.txt": lines(11659, range(1041, 4101), 0),
+            "list_gallery.txt": lines(82161, range(1041, 4101), 20000),
+        }
+    if dataset == "ccvid":  # <split>.txt lines; one frame per tracklet keeps it cheap
+        def lines(n, ids):
+            return [f"session{i % 3 + 1}/{p:03d}_{c:02d}_{i:04d} {p:03d} u{i % 2}_l1_s1_c1_b1" for p, c, i in _spread(n, ids, 12)]
+        return {"train.txt": lines(948, range(1, 76)), "query.txt": lines(834, range(76, 227)), "gallery.txt": lines(1074, range(76, 227))}
+    raise ValueError(dataset)
+
+
+REAL_FOLDERS = {
+    "market1501": "Market-1501-v15.09.15", "dukemtmc": "DukeMTMC-reID", "ltcc": "LTCC_ReID", "vcclothes": "VC-Clothes", "prcc": "prcc",
+    "celebreid": "Celeb-reID", "msmt17": "MSMT17_V1", "ccvid": "CCVID",
+}
+
+
+def build_real_size(dataset: str, root: Path, kind: str = "jpg") -> Path:
+    """The dataset folder with every published file name, each a hard link to one tiny image."""
+    base = Path(root) / REAL_FOLDERS[dataset]
+    names = real_size_names(dataset)
+    template = write_image(Path(root) / f"template.{'png' if dataset == 'ltcc' else 'jpg'}", "png" if dataset == "ltcc" else kind)
+    for folder, files in names.items():
+        if folder.endswith(".txt"):  # a list file: write it, and the images it lists
+            (base / folder).parent.mkdir(parents=True, exist_ok=True)
+            (base / folder).write_text("\n".join(files) + "\n")
+            if dataset == "msmt17":
+                image_dir = base / ("test" if folder in ("list_query.txt", "list_gallery.txt") else "train")
+                link_images(image_dir, [line.split()[0] for line in files], template)
+            else:
+                link_images(base, [line.split()[0] + "/00001.jpg" for line in files], template)
+        else:
+            link_images(base / folder, files, template)
+    return base

@@ -1,0 +1,41 @@
+"""Layouts with the real published sizes (shared/datasets.md): `reidkit info --json` must report them exactly."""
+import pytest
+
+from tests.miniature_layouts import adapt, build_real_size, info_json
+
+# split -> (ids, images) as published; None where the publication gives no number
+PUBLISHED = {
+    "market1501": {"train": (751, 12936), "query": (750, 3368), "gallery": (None, 15913)},
+    "ltcc": {"train": (77, 9576), "query": (75, 493), "gallery": (75, 7050)},
+    "vcclothes": {"train": (256, 9449), "query": (256, 1020), "gallery": (256, 8591)},
+    "dukemtmc": {"train": (702, 16522), "query": (702, 2228), "gallery": (1110, 17661)},
+    "celebreid": {"train": (632, 20208), "query": (420, 2972), "gallery": (420, 11006)},
+    "msmt17": {"train": (1041, 32621), "query": (3060, 11659), "gallery": (3060, 82161)},
+    "ccvid": {"train": (75, None), "query": (None, None), "gallery": (None, None)},
+    "prcc": {"train": (150, None), "gallery": (71, 3384), "query_sc": (71, 3543), "query_cc": (71, 3873)},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(PUBLISHED))
+def test_info_reports_published_split_sizes(tmp_path, dataset):
+    base = build_real_size(dataset, tmp_path)
+    adapt(dataset, base, tmp_path / "s.h5")
+    splits = info_json(tmp_path / "s.h5")["splits"]
+    for split, (ids, images) in PUBLISHED[dataset].items():
+        if ids is not None:
+            assert splits[split]["ids"] == ids, split
+        if images is not None:
+            assert splits[split]["images"] == images, split
+    if dataset == "market1501":
+        gallery = splits["gallery"]
+        assert (gallery["junk"], gallery["distractors"], gallery["stored_images"]) == (3819, 2793, 19732)
+    if dataset == "dukemtmc":
+        assert splits["gallery"]["distractor_ids"] == 408
+    if dataset == "ccvid":
+        tracklets = [splits[s]["tracklets"] for s in ("train", "query", "gallery")]
+        assert tracklets == [948, 834, 1074] and sum(tracklets) == 2856
+        assert splits["train"]["ids"] + splits["query"]["ids"] == 226  # disjoint train and test identities
+    if dataset == "prcc":
+        assert splits["train"]["images"] + splits["val"]["images"] + 3384 + 3543 + 3873 == 33698
+        assert splits["val"]["ids"] == 150
