@@ -1,0 +1,96 @@
+"""Query x gallery distances, computed in chunks of queries so memory stays bounded.
+
+cosine: 1 - <q, g> on L2-normalised features, clamped to [0, 2].
+euclidean: sqrt(max(|q|^2 + |g|^2 - 2 <q, g>, 0)).
+The matrix product runs in torch (CPU or GPU); blocks come back as numpy float32.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from reidkit.errors import ReidkitError
+
+METRICS = ("cosine", "euclidean")
+# Elements per distance block: bounds the block and the ranking work buffers (about 21 bytes an element).
+DEFAULT_BLOCK_ELEMENTS = 1 << 25
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ReidkitError(f"unknown distance '{metric}' (expected one of: {', '.join(METRICS)})")
+    return metric
+
+
+def rows_per_chunk(n_cols: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
+    return max(1, block_elements // max(1, n_cols))
+
+
+class DistanceComputer:
+    """Holds the prepared gallery (normalised or with squared norms) and yields query blocks."""
+
+    def __init__(self, gallery: np.ndarray, metric: str = "cosine", device: str = "cpu", dtype=None):
+        import torch
+
+        self.metric = check_metric(metric)
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.float64 if np.asarray(gallery).dtype == np.float64 else torch.float32)
+        self.gallery = self._prepare(gallery)
+        self.gallery_sq = (self.gallery * self.gallery).sum(1) if metric == "euclidean" else None
+
+    def _prepare(self, x):
+        import torch
+
+        t = torch.as_tensor(np.ascontiguousarray(x)).to(self.device, self.dtype)
+        if self.metric == "cosine":
+            t = torch.nn.functional.normalize(t, dim=1)
+        return t
+
+    def block(self, queries: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+        """Distances of a (small) set of queries to the gallery (or the ``columns`` slice of it), numpy."""
+        import torch
+
+        q = self._prepare(queries)
+        with torch.no_grad():
+            d = q @ self.gallery[columns].T
+            if self.metric == "cosine":
+                d.neg_().add_(1.0).clamp_(0.0, 2.0)
+            else:
+                d.mul_(-2.0).add_((q * q).sum(1)[:, None]).add_(self.gallery_sq[columns][None, :]).clamp_(min=0.0).sqrt_()
+        return d.cpu().numpy()
+
+    def pairs(self, i: np.ndarray, j: np.ndarray, budget: int = 1 << 23) -> np.ndarray:
+        """Distances of gallery items i[n] and j[n] (same formula as ``block``), in bounded pieces."""
+        import torch
+
+        out = np.empty(len(i), np.float64 if self.dtype == torch.float64 else np.float32)
+        step = max(1, budget // self.gallery.shape[1])
+        with torch.no_grad():
+            for s in range(0, len(i), step):
+                a = self.gallery[torch.as_tensor(i[s : s + step], device=self.device)]
+                b = self.gallery[torch.as_tensor(j[s : s + step], device=self.device)]
+                dot = (a * b).sum(1)
+                if self.metric == "cosine":
+                    d = (1.0 - dot).clamp_(0.0, 2.0)
+                else:
+                    d = ((a * a).sum(1) + (b * b).sum(1) - 2.0 * dot).clamp_(min=0.0).sqrt_()
+                out[s : s + step] = d.cpu().numpy()
+        return out
+
+    def chunks(self, queries: np.ndarray, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first query row, block) over all queries."""
+        rows = rows or rows_per_chunk(self.gallery.shape[0])
+        for start in range(0, len(queries), rows):
+            yield start, self.block(queries[start : start + rows])
+
+
+def pairwise_distance(q_feats: np.ndarray, g_feats: np.ndarray, metric: str = "cosine", device: str = "cpu") -> np.ndarray:
+    """The full (Nq x Ng) matrix: for small sets (tests, re-ranking references, DLCR refinement)."""
+    computer = DistanceComputer(g_feats, metric, device)
+    return np.concatenate([b for _, b in computer.chunks(q_feats)], axis=0) if len(q_feats) else np.zeros((0, len(g_feats)), np.float32)
+
+
+def distance_chunks(q_feats, g_feats, metric="cosine", device="cpu", rows=None):
+    """Yield (start, block) distance blocks of query rows: the memory-bounded path."""
+    yield from DistanceComputer(g_feats, metric, device).chunks(q_feats, rows)
