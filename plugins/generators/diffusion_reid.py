@@ -89,7 +89,7 @@ class DiffusionReidGenerator:
         "latent_noise": 0.1,
         "embed_noise": 0.1,
         "diversity": True,
-        "batch_size": 4,
+        "micro_batch": 1,  # images per diffusion call; 1 keeps every image independent of its batch mates
         "dtype": "auto",
         "prompts_name": "",
     }
@@ -99,8 +99,10 @@ class DiffusionReidGenerator:
     def __init__(self, settings: dict, device: str):
         from reidkit.errors import PluginError
 
+        from reidkit.generation.devices import torch_device
+
         self.settings = s = {**self.defaults, **settings}
-        self.device = device
+        self.device = torch_device(device)
         self.model_id = s["model"]
         if s["conditioning"] != "img2img":
             raise PluginError(f"diffusion-reid: conditioning '{s['conditioning']}' is not built (only img2img; see docs/diffusion-reid.md)")
@@ -121,7 +123,7 @@ class DiffusionReidGenerator:
         keys = ("captioner", "caption_question", "caption_tokens", "captions_per_identity", "consensus")
         return {k: self.settings[k] for k in keys}
 
-    def build_identity_prompts(self, store, groups: dict[int, np.ndarray], progress=None) -> dict[int, str]:
+    def build_identity_prompts(self, store, groups: dict[int, np.ndarray], progress: bool = True) -> dict[int, str]:
         """pid -> identity prompt; captions every identity not yet in the store's identity-prompts part (resumable)."""
         from reidkit.store import chunks
 
@@ -130,36 +132,43 @@ class DiffusionReidGenerator:
         done = read_identity_prompts(d)
         todo = [p for p in groups if p not in done]
         if todo:
+            import os
+
+            from reidkit.progress import progress_bar
+
             from .identity_prompts import Captioner
 
             s = self.settings
-            captioner = Captioner(s["captioner"], device=self.device, dtype=self._dtype_name(),
+            captioner = Captioner(s["captioner"], device=self.device, dtype=self._dtype(),
                                   max_new_tokens=int(s["caption_tokens"]), question=s["caption_question"])
-            per_chunk = max(1, 64 // max(1, int(s["caption_batch"])))  # identities per published chunk
-            for start in range(0, len(todo), per_chunk):
-                rows = []
-                for pid in todo[start : start + per_chunk]:
-                    idx = groups[pid]
-                    cap = int(s["captions_per_identity"])
-                    if cap > 0 and len(idx) > cap:  # evenly spaced, so every camera/outfit can speak
-                        idx = idx[np.linspace(0, len(idx) - 1, cap).round().astype(int)]
-                    captions = captioner([store.image(i) for i in idx], batch_size=int(s["caption_batch"]))
-                    attrs = consensus_attributes(captions, float(s["consensus"]))
-                    rows.append((pid, identity_prompt(attrs), attrs, captions))
-                chunks.write_chunk(d, "lpe", {
-                    "pid": [r[0] for r in rows],
-                    "prompt": [r[1] for r in rows],
-                    "attributes": [json.dumps(r[2]) for r in rows],
-                    "captions": [json.dumps(r[3]) for r in rows],
-                })
-                if progress is not None:
-                    progress(len(done) + start + len(rows))
+            per_chunk = 8  # identities per published chunk: the resume granularity of captioning
+            with progress_bar(len(todo) if progress else 0, "LPE captions", unit="id") as update:
+                for start in range(0, len(todo), per_chunk):
+                    rows = [self._describe(store, captioner, pid, groups[pid]) for pid in todo[start : start + per_chunk]]
+                    # per-process tag: concurrent shards never overwrite each other's chunks (same pid twice: same text)
+                    chunks.write_chunk(d, f"lpe-{os.getpid()}", {
+                        "pid": [r[0] for r in rows],
+                        "prompt": [r[1] for r in rows],
+                        "attributes": [json.dumps(r[2]) for r in rows],
+                        "captions": [json.dumps(r[3]) for r in rows],
+                    })
+                    update(advance=len(rows))
             done = read_identity_prompts(d)
         self.identity_prompts = {p: done[p] for p in groups}
         return self.identity_prompts
 
+    def _describe(self, store, captioner, pid: int, idx: np.ndarray):
+        """(pid, identity prompt, consensus attributes, captions) of one identity."""
+        s = self.settings
+        cap = int(s["captions_per_identity"])
+        if cap > 0 and len(idx) > cap:  # evenly spaced, so every camera/outfit can speak
+            idx = idx[np.linspace(0, len(idx) - 1, cap).round().astype(int)]
+        captions = captioner([store.image(i) for i in idx], batch_size=int(s["caption_batch"]))
+        attrs = consensus_attributes(captions, float(s["consensus"]))
+        return pid, identity_prompt(attrs), attrs, captions
+
     # -- work units ------------------------------------------------------------------------------------
-    def plan(self, store, indices, run_seed: int, item_seed, progress=None) -> list[PlannedItem]:
+    def plan(self, store, indices, run_seed: int, item_seed, progress: bool = True) -> list[PlannedItem]:
         """Every item of the run, in a fixed order: identities sorted, image numbers 0..N-1."""
         groups = identity_groups(store, indices)
         prompts = self.build_identity_prompts(store, groups, progress)
@@ -178,11 +187,10 @@ class DiffusionReidGenerator:
         return id_prompt + ", " + diversity_suffix(sample_diversity(np.random.default_rng(sub_seed(seed, _DI_STREAM))))
 
     # -- diffusion ---------------------------------------------------------------------------------------
-    def _dtype_name(self) -> str:
-        d = self.settings["dtype"]
-        if d == "auto":
-            return "float16" if str(self.device).startswith("cuda") else "float32"
-        return d
+    def _dtype(self):
+        from reidkit.generation.devices import torch_dtype
+
+        return torch_dtype(self.settings["dtype"], self.device)
 
     def pipeline(self):
         if self._pipe is None:
@@ -193,7 +201,7 @@ class DiffusionReidGenerator:
 
             try:
                 pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-                    self.model_id, torch_dtype=getattr(torch, self._dtype_name()), safety_checker=None, requires_safety_checker=False
+                    self.model_id, dtype=self._dtype(), safety_checker=None, requires_safety_checker=False
                 )
             except OSError as exc:
                 raise PluginError(f"cannot load diffusion model '{self.model_id}': {str(exc).splitlines()[0]}") from None
@@ -207,7 +215,8 @@ class DiffusionReidGenerator:
 
         s = self.settings
         cfg = float(s["guidance"]) > 1.0
-        cond, uncond = pipe.encode_prompt(prompts, self.device, 1, cfg, [s["negative_prompt"]] * len(prompts) if cfg else None)
+        with torch.inference_mode():
+            cond, uncond = pipe.encode_prompt(prompts, self.device, 1, cfg, [s["negative_prompt"]] * len(prompts) if cfg else None)
         ratio = float(s["embed_noise"]) if s["diversity"] else 0.0
         if ratio > 0:
             cond = cond.clone()
@@ -251,7 +260,7 @@ class DiffusionReidGenerator:
         s = self.settings
         pipe = self.pipeline()
         out = []
-        bs = max(1, int(s["batch_size"]))
+        bs = max(1, int(s["micro_batch"]))
         for start in range(0, len(items), bs):
             batch = items[start : start + bs]
             seeds = [int(it.seed) for it in batch]

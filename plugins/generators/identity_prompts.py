@@ -163,8 +163,9 @@ def identity_prompt(attributes: dict, subject: str = "person") -> str:
         head += ", bald"
     elif hair:
         head += f" with {hair} hair"
+    upper = _garment(a.get("upper_colour"), a.get("upper"), "top")
     worn = [
-        _garment(a.get("upper_colour"), a.get("upper"), "top"),
+        "a " + upper if upper else "",  # upper garments are singular; trousers and shoes are plural
         _garment(a.get("lower_colour"), a.get("lower"), "trousers"),
         _garment(a.get("shoes_colour"), a.get("shoes"), "shoes"),
     ]
@@ -196,7 +197,7 @@ class Captioner:
     image-to-text models (encoder-decoder captioners, which get no question).
     """
 
-    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "float32", max_new_tokens: int = 60,
+    def __init__(self, model_id: str, device: str = "cpu", dtype=None, max_new_tokens: int = 60,
                  question: str = CAPTION_QUESTION):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -205,7 +206,7 @@ class Captioner:
 
         try:
             self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=getattr(torch, dtype))
+            self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype or torch.float32)
         except OSError as exc:
             raise PluginError(f"cannot load captioner '{model_id}': {str(exc).splitlines()[0]}") from None
         self.model.to(device).eval()
