@@ -101,7 +101,7 @@ def collect(sources: list, runs: list[str] | None = None, *, eval_stores: list =
         if with_real:
             for i in sorted(train):
                 if int(store.pid[i]) in pids_used and not store.junk[i] and not store.distractor[i]:
-                    records.append(ImageRecord(path=f"real/{store.path[i]}", pid=int(store.pid[i]), camera=int(store.camera[i]),
+                    records.append(ImageRecord(path=f"real/{store.columns['path'][i]}", pid=int(store.pid[i]), camera=int(store.camera[i]),
                                                splits=("train",), load=_store_loader(store, i), origin=origin))
                     rep.real_images += 1
         rep.identities = len(pids_used)
