@@ -101,6 +101,14 @@ class Generator(Protocol):
     in the run's provenance. The same item (same seed) must give the same
     image whatever else is in the batch, so that shards and resumed runs
     equal one uninterrupted run.
+
+    Optional: a generator whose work unit is not "source image x variant"
+    (e.g. Diffusion-ReID: identity x N images) implements
+    ``plan(store, source_indices, run_seed, item_seed)`` returning the run's
+    items in a fixed order, each with ``source_index``, ``variant``, ``pid``,
+    ``camera``, ``seed`` (from ``item_seed(run_seed, source_index, variant)``)
+    and ``prompt``; the engine then uses those items instead of its own plan
+    (no clothing bank, no masks) and shards, resumes and records them as usual.
     """
 
     defaults: ClassVar[dict]

@@ -18,6 +18,7 @@ from reidkit.generation import seeding
 from reidkit.generation.bank import ensure_bank, outfit_key
 from reidkit.generation.contracts import GenerationItem, Verdict, parse_plugin_spec, resolve_settings
 from reidkit.generation.masking import ensure_masks, masker_plugin
+from reidkit.generation.parts import open_part
 from reidkit.store import chunks, open_store
 from reidkit.store.imagecodec import encode_png
 from reidkit.store.runs import KIND as RUN_KIND
@@ -92,6 +93,11 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         mask_settings = {}
 
     source_idx, keys = plan_items(store, split, variants, limit)
+    gen, planned = None, None
+    if hasattr(gen_cls, "plan"):  # a generator with its own work units (e.g. identity x N images) lists the run's items
+        gen = gen_cls(gen_settings, device or "auto")
+        planned = {(int(p.source_index), int(p.variant)): p for p in gen.plan(store, source_idx, int(seed), seeding.item_seed)}
+        keys = list(planned)
     run_name = name or default_run_name(generator, split, variants, seed)
     recorded = {
         "generator": generator,
@@ -119,7 +125,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         "seed_rule": "item seed = SeedSequence([run seed, 0, source index, variant]); target = "
                      "permutation SeedSequence([run seed, 1, source index]) of the bank minus the own outfit, variant-th",
     }
-    run_dir = chunks.create_part(store, RUN_KIND, run_name, info, must_match=MATCHED)
+    run_dir = open_part(store, RUN_KIND, run_name, info, must_match=MATCHED)
     done = GeneratedRun(run_dir, store).done_keys()
     mine = seeding.shard_items(keys, shard)
     todo = [k for k in mine if k not in done]
@@ -130,12 +136,14 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         return summary
 
     dev = device or "auto"
-    bank = ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
+    bank = None if planned is not None else ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
     mask_set = None
     if needs_masks:
         mask_set = ensure_masks(store, masker, mask_settings, sorted({i for i, _ in todo}), device=dev,
                                 batch_size=batch_size, tag=tag, show_progress=show_progress)
-    gen = gen_cls(gen_settings, dev)
+    gen = gen or gen_cls(gen_settings, dev)
+    if hasattr(gen, "load"):  # model loading is not generation time (and fails before any progress bar)
+        gen.load()
     filter_instances = []
     for fname, fcls, fsettings in filter_specs:
         f = fcls(fsettings, dev, store)
@@ -143,7 +151,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
             setattr(f, attr, obj)
         filter_instances.append((fname, f))
 
-    context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed)}
+    context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
     writer = _ChunkWriter(run_dir, tag, chunk_size, {"shard": summary["shard"], "device": dev, "batch_size": int(batch_size),
                                                      "reidkit_version": __version__})
     all_scores = []
@@ -172,7 +180,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         report = getattr(f, "pass_rates", None)
         if report is not None:
             summary["pass_rates"][fname] = report(all_scores)
-    summary["bank_parse_failures"] = bank.parse_failures
+    summary["bank_parse_failures"] = bank.parse_failures if bank is not None else 0
     return summary
 
 
@@ -184,6 +192,11 @@ def make_item(context, key) -> GenerationItem:
     """Everything about one (image, variant), derived from the store and the run seed only."""
     store, bank, mask_set, run_seed = context["store"], context["bank"], context["mask_set"], context["seed"]
     index, variant = key
+    if context.get("planned") is not None:  # the generator planned it: its prompt, seed and identity as given
+        p = context["planned"][key]
+        return GenerationItem(source_index=index, variant=variant, image=store.image(index), mask=None, label_map=None,
+                              labels=[], clothing=[], target_key=getattr(p, "target_key", ""), items=[], prompt=p.prompt,
+                              seed=int(p.seed), pid=int(p.pid), camera=int(p.camera))
     target = seeding.target_key(run_seed, index, variant, outfit_key(store, index), bank.keys)
     label_map = mask_set.label_map(index) if mask_set is not None else None
     return GenerationItem(

@@ -10,6 +10,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import resolve_settings
+from reidkit.generation.parts import open_part
 from reidkit.store import chunks
 from reidkit.store.imagecodec import encode_png
 from reidkit.store.masks import KIND, MaskSet
@@ -39,7 +40,7 @@ def ensure_masks(store, masker: str, overrides: dict | None, indices, *, device:
         raise ReidkitError(f"the store already ships masks named '{name}'; pass another mask name")
     instance = cls(settings, device)
     info = {"masker": masker, "settings": settings, "labels": list(instance.labels), "clothing": list(instance.clothing)}
-    d = chunks.create_part(store, KIND, name, info, must_match=("masker", "settings", "labels", "clothing"))
+    d = open_part(store, KIND, name, info, must_match=("masker", "settings", "labels", "clothing"))
     done = set(MaskSet.from_file(d, store).index.tolist())
     todo = [i for i in indices.tolist() if i not in done]
     if todo:

@@ -1,0 +1,85 @@
+"""Maskers and `reidkit mask`: heuristic (weight-free), parser (a tiny SegFormer loaded by folder), store."""
+import numpy as np
+import pytest
+
+import reidkit
+from reidkit.generation import run_expand
+from tests.helpers import make_world, run_cli, run_console
+from tests.tiny_models import build_tiny_segformer
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("mw") / "w.h5", ids=4, outfits=2, cameras=2, shots=1)
+
+
+def test_heuristic_masks_overlap_true_clothing_and_are_stored_once(world):
+    result = run_cli("mask", world, "--masker", "heuristic")
+    assert result.exit_code == 0, result.output
+    store = reidkit.open_store(world)
+    sets = store.mask_sets()
+    h, gt = sets["heuristic"], sets["ground_truth"]
+    train = store.split("train")
+    assert all(int(i) in h for i in train)
+    ious = []
+    for i in train:
+        a, b = h.clothing_mask(i), gt.clothing_mask(i)
+        ious.append((a & b).sum() / (a | b).sum())
+        assert not a[: a.shape[0] // 12].any()  # the top of the crop (head or background) is never clothing
+    assert np.mean(ious) > 0.35
+    chunks_before = sorted((world.parent / "w.h5.parts" / "masks" / "heuristic" / "chunks").iterdir())
+    again = run_cli("mask", world, "--masker", "heuristic")
+    assert again.exit_code == 0
+    assert sorted((world.parent / "w.h5.parts" / "masks" / "heuristic" / "chunks").iterdir()) == chunks_before
+
+
+def test_parser_tiny_segformer_by_folder_lip_and_atr_presets(world, tmp_path):
+    from reidkit.plugins.maskers.parser import ATR_LABELS, LIP_CLOTHING, LIP_LABELS
+
+    lip = build_tiny_segformer(tmp_path / "lip", LIP_LABELS)
+    result = run_cli("mask", world, "--masker", "parser", "--mask-set", f"model={lip}", "--name", "lip",
+                     "--batch-size", "3", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    store = reidkit.open_store(world)
+    ms = store.mask_sets()["lip"]
+    assert ms.labels == LIP_LABELS and ms.clothing == LIP_CLOTHING and ms.info["masker"] == "parser"
+    i = int(store.split("train")[0])
+    lm = ms.label_map(i)
+    assert lm.shape == store.image(i).shape[:2] and lm.max() < len(LIP_LABELS)
+    # batching does not change a mask: compute one image alone through the same class
+    from reidkit.plugins.maskers.parser import ParserMasker
+
+    alone = ParserMasker({**ParserMasker.defaults, "model": str(lip)}, "cpu").label_maps([store.image(i)])[0]
+    assert np.array_equal(alone, lm)
+    # wrong preset for the model's label count: one line, exit 1
+    proc = run_console("mask", world, "--masker", "parser", "--mask-set", f"model={lip}", "--mask-set", "preset=atr",
+                       "--name", "atr")
+    assert proc.returncode == 1 and "predicts 20 labels" in proc.stderr and "Traceback" not in proc.stderr
+    atr = build_tiny_segformer(tmp_path / "atr", ATR_LABELS)
+    ok = run_cli("mask", world, "--masker", "parser", "--mask-set", f"model={atr},preset=atr", "--name", "atr")
+    assert ok.exit_code == 0, ok.output
+    assert reidkit.open_store(world).mask_sets()["atr"].labels == ATR_LABELS
+
+
+def test_parser_without_model_and_missing_folder_fail_in_one_line(world, tmp_path):
+    proc = run_console("mask", world, "--masker", "parser")
+    assert proc.returncode == 1 and "needs a model" in proc.stderr
+    proc = run_console("mask", world, "--masker", "parser", "--mask-set", f"model={tmp_path / 'nothing'}", "--name", "p2")
+    assert proc.returncode == 1 and "cannot load parser" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_first_expand_computes_missing_masks(world, tmp_path):
+    import shutil
+
+    store = tmp_path / "w.h5"
+    shutil.copy(world, store)
+    summary = run_expand(store, masker="heuristic", variants=1, limit=3, name="hm", show_progress=False)
+    assert summary["generated"] == 3
+    s = reidkit.open_store(store)
+    assert len(s.mask_sets()["heuristic"]) == 3
+    run = s.run("hm")
+    assert run.info["settings"]["masker"] == "heuristic"
+    m = s.mask_sets()["heuristic"]
+    for j in range(len(run)):
+        src = int(run.source_index()[j])
+        assert np.array_equal(run.image(j)[~m.clothing_mask(src)], s.image(src)[~m.clothing_mask(src)])

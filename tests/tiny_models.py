@@ -1,0 +1,100 @@
+"""Tiny models built from configs and saved with save_pretrained, for tests that load them the way users do.
+
+Every builder writes a folder and returns its path; code under test loads it
+through the same ``from_pretrained(id_or_dir)`` call it uses for hub ids.
+Weights are random (seeded): outputs are noise-like but the real pipelines run.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2 / CLIP byte-to-unicode table: the base symbols of a byte-level BPE vocabulary."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_clip_tokenizer(directory) -> Path:
+    """A CLIP BPE tokenizer (vocab.json + merges.txt) over single bytes, a few merges, and the special tokens."""
+    from transformers import CLIPTokenizer
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    chars = _byte_chars()
+    vocab = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges = ["e r</w>", "r e", "s h", "sh i"]
+    for m in merges:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=77)
+    tok.save_pretrained(d)
+    return d
+
+
+def build_tiny_inpaint_pipeline(directory, seed: int = 0) -> Path:
+    """A StableDiffusionInpaintPipeline folder: 9-channel UNet, 4-channel VAE (factor 4), tiny CLIP text encoder."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    d = Path(directory)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=9, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=8,
+        sample_size=32,
+    )
+    tok_dir = write_clip_tokenizer(d / "_tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
+        vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=16,
+    ))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_pretrained(d)
+    shutil.rmtree(tok_dir)  # the pipeline saved its own copy under tokenizer/
+    return d
+
+
+def build_tiny_segformer(directory, labels: list[str], seed: int = 0, height: int = 64, width: int = 32) -> Path:
+    """A SegformerForSemanticSegmentation + SegformerImageProcessor folder predicting ``labels``."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    d = Path(directory)
+    torch.manual_seed(seed)
+    config = SegformerConfig(
+        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[4, 2], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+    )
+    SegformerForSemanticSegmentation(config).save_pretrained(d)
+    SegformerImageProcessor(size={"height": height, "width": width}).save_pretrained(d)
+    return d
