@@ -9,7 +9,7 @@ store numbers (source, person id) pairs afresh (table in its settings,
 Leakage guard: a generated image may only come from a source image in its
 store's training split, and its identity may not appear in the query or
 gallery splits of that store or of any ``eval_stores`` of the same dataset
-(a benchmark evaluated later). Violations are refused unless
+(a benchmark evaluated later; see ``same_population``). Violations are refused unless
 ``allow_overlap``; either way the overlap is recorded in the new store's
 settings (``leakage``).
 """
@@ -50,6 +50,16 @@ def eval_identities(store) -> set[int]:
             idx = idx[~store.junk[idx] & ~store.distractor[idx]]
             pids.update(int(p) for p in np.unique(store.pid[idx]))
     return pids
+
+
+def same_population(a, b) -> bool:
+    """Whether person ids of two stores name the same people.
+
+    Same dataset name, and the same ``seed`` setting where the adapter records one (a generated
+    world with another seed is other people; a benchmark records none). Deliberately wide for
+    benchmarks: two stores of one benchmark under other protocols or splits still compare ids.
+    """
+    return a.dataset == b.dataset and a.settings.get("seed") == b.settings.get("seed")
 
 
 def _select_runs(store, wanted: list[str] | None):
@@ -107,7 +117,7 @@ def collect(sources: list, runs: list[str] | None = None, *, eval_stores: list =
         rep.identities = len(pids_used)
         if rep.not_train_sources:
             problems.append(f"{rep.name}: {rep.not_train_sources} generated images come from non-training source images")
-        for other in [store, *[e for e in evals if e.dataset == store.dataset]]:
+        for other in [store, *[e for e in evals if same_population(e, store)]]:
             overlap = sorted(pids_used & eval_identities(other))
             if overlap:
                 key = f"{other.dataset}@{other.fingerprint}"

@@ -122,3 +122,21 @@ def test_with_real_adds_the_sources_own_training_images(worlds, tmp_path):
     real = [i for i in range(len(pre)) if pre.columns["path"][i].startswith("real/")]
     assert len(real) == len(w.split("train"))  # every training image of the generated identities
     assert len(np.unique(pre.pid)) == len(np.unique(w.pid[w.split("train")]))  # real and generated share ids
+
+
+def test_eval_store_guard_across_stores(worlds, tmp_path):
+    import shutil
+
+    from reidkit.pretrain_store import same_population
+
+    # the same people adapted into another file (e.g. other protocol settings): its query/gallery ids count
+    twin = tmp_path / "twin.h5"
+    shutil.copy(worlds[0], twin)
+    a, b, c = open_store(worlds[0]), open_store(twin), open_store(worlds[1])
+    assert same_population(a, b) and not same_population(a, c)  # another seed: other people
+    r = run_cli("pretrain-store", "--source", worlds[0], "--run", "leaky", "--eval-store", twin, "--allow-overlap", "--out", tmp_path / "p.h5")
+    assert r.exit_code == 0
+    (overlap,) = open_store(tmp_path / "p.h5").settings["leakage"]["overlap"].values()
+    assert len(overlap) == 1  # both stores have one fingerprint: recorded once
+    r = run_cli("pretrain-store", "--source", worlds[1], "--run", "gen", "--eval-store", worlds[0], "--out", tmp_path / "q.h5")
+    assert r.exit_code == 0, r.output  # another world's people never collide with world 0's test ids
