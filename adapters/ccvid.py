@@ -61,10 +61,11 @@ class CCVID(Adapter):
                     problems.append((where, f"tracklet folder {tracklet_dir} is missing or holds no images"))
                     continue
                 for position, frame in enumerate(frames):
+                    stem = frame.rsplit(".", 1)[0]
                     records.append(ImageRecord(
-                        path=frame.relative_to(base).as_posix(), pid=pid, camera=camera, splits=(split,),
+                        path=f"{tracklet_dir}/{frame}", pid=pid, camera=camera, splits=(split,),
                         clothes_key=f"{pid}_{outfit}", tracklet=tracklet,
-                        frame=int(frame.stem) if frame.stem.isdigit() else position, source=frame,
+                        frame=int(stem) if stem.isdigit() else position, source=folder / frame,
                     ))
                 tracklet += 1
         protocols = [

@@ -25,11 +25,11 @@ class LaST(FolderAdapter):
     dataset = "last"
     folder = "last"
     sources = [
-        SplitSource("train", "train", "*/*", NESTED),
-        SplitSource("val_query", "val/query", "*", FLAT, clothes=False),
-        SplitSource("val_gallery", "val/gallery", "*/*", NESTED, clothes=False),
-        SplitSource("query", "test/query", "*", FLAT, clothes=False),
-        SplitSource("gallery", "test/gallery", "*/*", NESTED, clothes=False),
+        SplitSource("train", "train", 2, NESTED),
+        SplitSource("val_query", "val/query", 1, FLAT, clothes=False),
+        SplitSource("val_gallery", "val/gallery", 2, NESTED, clothes=False),
+        SplitSource("query", "test/query", 1, FLAT, clothes=False),
+        SplitSource("gallery", "test/gallery", 2, NESTED, clothes=False),
     ]
     rule = NESTED
     protocols = [

@@ -14,7 +14,7 @@ TEST_RULE = NameRule(r"(?P<pid>\d+)/[^/]+", example="001/cropped_rgb001.jpg")
 
 
 def _test_source(split, letter):
-    return SplitSource(split, f"rgb/test/{letter}", "*/*", TEST_RULE, fixed={"cam": CAMERAS[letter]})
+    return SplitSource(split, f"rgb/test/{letter}", 2, TEST_RULE, fixed={"cam": CAMERAS[letter]})
 
 
 def _protocols():
@@ -42,8 +42,8 @@ class PRCC(FolderAdapter):
     dataset = "prcc"
     folder = "prcc"
     sources = [
-        SplitSource("train", "rgb/train", "*/*", TRAIN_RULE),
-        SplitSource("val", "rgb/val", "*/*", TRAIN_RULE),
+        SplitSource("train", "rgb/train", 2, TRAIN_RULE),
+        SplitSource("val", "rgb/val", 2, TRAIN_RULE),
         _test_source("gallery", "A"),
         _test_source("query_sc", "B"),
         _test_source("query_cc", "C"),
