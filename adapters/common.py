@@ -49,14 +49,13 @@ def require_paths(base: Path, names, what: str):
 
 def inside(base: Path, rel: str) -> Path | None:
     """``base / rel`` when it stays inside ``base`` (list files must not point elsewhere), else None."""
-    if Path(rel).is_absolute():
+    if os.path.isabs(rel):
         return None
-    candidate = (base / rel).resolve()
-    try:
-        candidate.relative_to(base.resolve())
-    except ValueError:
+    # Lexical check (no resolve): datasets assembled from symlinks to other disks stay valid.
+    joined = os.path.normpath(os.path.join(base, rel))
+    if not joined.startswith(os.path.normpath(base) + os.sep):
         return None
-    return base / rel
+    return Path(joined)
 
 
 def read_lines(path: Path) -> list[str]:

@@ -76,3 +76,14 @@ def test_ccvid_missing_tracklet_folder_is_reported(tmp_path):
         f.write("session2/077_04 077 u1_l1_s1_c1_b1\n")
     result = run_cli("adapt", "ccvid", "--root", base, "--out", tmp_path / "c.h5")
     assert result.exit_code == 1 and "query.txt:2" in result.output and "session2/077_04" in result.output
+
+
+def test_msmt17_accepts_images_symlinked_from_elsewhere(tmp_path):
+    base = build_msmt17(tmp_path / "data")
+    elsewhere = tmp_path / "other-disk" / "q.jpg"
+    elsewhere.parent.mkdir()
+    target = base / "test" / "0003" / "0003_004_10_0113noon_0500_1.jpg"
+    target.rename(elsewhere)
+    target.symlink_to(elsewhere)
+    store = adapt("msmt17", base, tmp_path / "m.h5")
+    assert row(store, "test/0003/0003_004_10_0113noon_0500_1.jpg")["camera"] == 9
