@@ -70,3 +70,23 @@ def test_level5_mat_reader_round_trip(tmp_path, compress):
     assert got["word"] == "abc"
     with pytest.raises(ValueError, match="missing_var"):
         load_mat(path, ("missing_var",))
+
+
+def test_v73_split_file_is_read_with_h5py(tmp_path):
+    import h5py
+
+    path = tmp_path / "split73.mat"
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        names = []
+        for i, name in enumerate(["1_001_1_01.png", "2_003_2_07.png"]):
+            ds = h5.create_dataset(f"#refs#/c{i}", data=np.array([[ord(c)] for c in name], dtype=np.uint16))
+            ds.attrs["MATLAB_class"] = np.bytes_("char")
+            names.append(ds.ref)
+        cell = h5.create_dataset("filelist", data=np.array([names], dtype=h5py.ref_dtype))
+        cell.attrs["MATLAB_class"] = np.bytes_("cell")
+        h5.create_dataset("train_idx", data=np.array([[2.0, 1.0]])).attrs["MATLAB_class"] = np.bytes_("double")
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file".ljust(116))
+    got = load_mat(path, ("filelist", "train_idx"))
+    assert [str(n) for n in got["filelist"].ravel()] == ["1_001_1_01.png", "2_003_2_07.png"]
+    assert got["train_idx"].ravel().tolist() == [2.0, 1.0]
