@@ -98,3 +98,80 @@ def build_tiny_segformer(directory, labels: list[str], seed: int = 0, height: in
     SegformerForSemanticSegmentation(config).save_pretrained(d)
     SegformerImageProcessor(size={"height": height, "width": width}).save_pretrained(d)
     return d
+
+
+CLOTHING_WORDS = ["a", "the", "person", "is", "wearing", "red", "blue", "gray", "black", "white", "green", "shirt", "jeans",
+                  "jacket", "skirt", "shoes", "sneakers", "coat", "pants", "and", ",", ".", "1.", "2.", "3.", "-", ":"]
+
+
+def _word_tokenizer(words: list[str], chat_template: str | None = None):
+    """A word-level fast tokenizer over ``words`` plus the special tokens, built locally with `tokenizers`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "USER", "ASSISTANT", "[INST]", "[/INST]"] + words
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins tokens with spaces
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                  eos_token="</s>", extra_special_tokens=["<image>"])
+    if chat_template:
+        tok.chat_template = chat_template
+    return tok, len(vocab)
+
+
+def _tiny_llama_config(vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                       pad_token_id=1, bos_token_id=2, eos_token_id=3)
+
+
+def _favour_words(model):
+    """Push down the special tokens' logits so a random model answers with words, not padding or EOS."""
+    import torch
+
+    with torch.no_grad():
+        model.lm_head.weight[:9] -= 5.0
+
+
+def build_tiny_llama_chat(directory, seed: int = 0, words=CLOTHING_WORDS) -> Path:
+    """LlamaForCausalLM + a word-level tokenizer with a Llama-2-style [INST] chat template."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    d = Path(directory)
+    tok, n = _word_tokenizer(list(words), "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(_tiny_llama_config(n))
+    _favour_words(model)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def build_tiny_llava(directory, seed: int = 0, words=CLOTHING_WORDS) -> Path:
+    """LlavaForConditionalGeneration (CLIP vision tower, CLS dropped) + LlavaProcessor; word-level Llama tokenizer."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    d = Path(directory)
+    tok, n = _word_tokenizer(list(words) + [w.lower() for w in ("What", "clothes", "?")])
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the vision tower's CLS token, dropped by the "default" strategy
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       image_size=16, patch_size=8, projection_dim=16),
+        text_config=_tiny_llama_config(n), image_token_index=4, vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    _favour_words(model)
+    model.save_pretrained(d)
+    processor.save_pretrained(d)
+    return d
