@@ -58,21 +58,21 @@ def inside(base: Path, rel: str) -> Path | None:
     return Path(joined)
 
 
-def read_lines(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a list file."""
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped line) for the non-empty lines of a list file."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise DatasetLayoutError(f"cannot read list file {path}: {exc.strerror or exc}") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
-def list_entries(path: Path, fields: int, sep: str | None = None, problems: list | None = None):
+def list_entries(path: Path, fields: int, sep: str | None = None, *, problems: list):
     """``(where, parts)`` for each line of a list file with exactly ``fields`` parts.
 
     Other lines go to ``problems`` as ``("file:line", why)``.
     """
-    for number, line in enumerate(read_lines(path), start=1):
+    for number, line in read_lines(path):
         parts = [p.strip() for p in line.split(sep)]
         where = f"{Path(path).name}:{number}"
         if len(parts) != fields:

@@ -32,5 +32,5 @@ class LTCC(FolderAdapter):
         layout = super().scan(root, settings)
         cc_list = self.locate(Path(root)) / CC_LIST
         if cc_list.exists():
-            layout.settings["cloth_change_ids_test"] = sorted(int(x) for line in read_lines(cc_list) for x in line.split() if x.isdigit())
+            layout.settings["cloth_change_ids_test"] = sorted(int(x) for _, line in read_lines(cc_list) for x in line.split() if x.isdigit())
         return layout

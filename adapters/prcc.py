@@ -9,7 +9,7 @@ from reidkit.adapter import EvalProtocol
 from reidkit.adapters.common import FolderAdapter, NameRule, SplitSource
 
 CAMERAS = {"A": 0, "B": 1, "C": 2}
-TRAIN_RULE = NameRule(r"(?P<pid>\d+)/(?P<cam>[ABC])_[^/]+", example="001/A_cropped_rgb001.jpg", cameras=CAMERAS)
+TRAIN_RULE = NameRule(r"(?P<pid>\d+)/(?P<cam>[ABC])[^/]*", example="001/A_cropped_rgb001.jpg", cameras=CAMERAS)
 TEST_RULE = NameRule(r"(?P<pid>\d+)/[^/]+", example="001/cropped_rgb001.jpg")
 
 

@@ -161,3 +161,15 @@ def test_bad_files_fail_with_nothing_written_unless_skip_bad(tmp_path, damage):
     assert [s["path"] for s in store.skipped] == [f"query/{victim.name}"]
     assert victim.name not in set(store.columns["path"])
     assert len(store) == 10 + (damage == "unparseable")
+
+
+def test_console_script_adapts_and_fails_in_one_line(tmp_path):
+    from tests.helpers import run_console
+
+    base = build_vcclothes(tmp_path)
+    done = run_console("adapt", "vcclothes", "--root", base, "--out", tmp_path / "v.h5")
+    assert done.returncode == 0, done.stderr
+    assert "vcclothes" in done.stdout and "Wrote" in done.stderr
+    wrong = run_console("adapt", "vcclothes", "--root", tmp_path / "nowhere", "--out", tmp_path / "w.h5")
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines() == [f"Error: --root {tmp_path / 'nowhere'} does not exist"]

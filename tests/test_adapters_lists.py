@@ -28,13 +28,13 @@ def test_msmt17_no_merge_val_keeps_val_apart_and_records_it(tmp_path):
 
 
 def test_msmt17_list_lines_outside_root_or_missing_are_reported(tmp_path):
-    base = build_msmt17(tmp_path, extra_lines={"gallery": ["../../../etc/passwd 5", "0009/0009_000_01_x_0001_0.jpg 9", "just-one-field"]})
+    base = build_msmt17(tmp_path, extra_lines={"gallery": ["", "../../../etc/passwd 5", "0009/0009_000_01_x_0001_0.jpg 9", "just-one-field"]})
     out = tmp_path / "m.h5"
     result = run_cli("adapt", "msmt17", "--root", base, "--out", out)
     assert result.exit_code == 1 and not out.exists()
     message = result.output.strip()
     assert len(message.splitlines()) == 1
-    assert "3 bad items" in message and "outside" in message and "not found" in message and "list_gallery.txt:3" in message
+    assert "3 bad items" in message and "outside" in message and "not found" in message and "list_gallery.txt:4" in message  # blank lines still count
     store = adapt("msmt17", base, out, "--skip-bad")
     assert len(store.skipped) == 3 and len(store) == 8
 
