@@ -50,6 +50,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     progressive); --config FILE.yaml holds the same settings as keys.
     Several processes: torchrun --nproc_per_node 2 $(which reidkit) train ...
     """
+    import os
     from pathlib import Path
 
     from reidkit.training.config import backbone_settings, read_config_file, resolve_config
@@ -81,6 +82,8 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
         raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
     out = Path(out or Path("runs") / config["plugin"])
     summary = run_training(store, config, out, resume=resume)
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports for everyone
     if summary.get("epochs_run", 0) == 0:
         click.echo(f"{out}: already trained for {config['epochs']} epochs (raise --epochs to continue)")
         return
