@@ -7,13 +7,14 @@ ties between equal distances are broken by item index (the original's quicksort 
 import numpy as np
 
 
-def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
+def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3, dtype=np.float64):
+    """dtype: float64 for the tests; the original works in float32 (the benchmark uses that)."""
     original_dist = np.concatenate(
         [np.concatenate([q_q_dist, q_g_dist], axis=1), np.concatenate([q_g_dist.T, g_g_dist], axis=1)], axis=0
     )
-    original_dist = np.power(original_dist, 2).astype(np.float64)
+    original_dist = np.power(original_dist, 2).astype(dtype)
     original_dist = np.transpose(1.0 * original_dist / np.max(original_dist, axis=0))
-    V = np.zeros_like(original_dist).astype(np.float64)
+    V = np.zeros_like(original_dist).astype(dtype)
     initial_rank = np.argsort(original_dist, kind="stable").astype(np.int32)
 
     query_num = q_g_dist.shape[0]
@@ -41,7 +42,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
         V[i, k_reciprocal_expansion_index] = 1.0 * weight / np.sum(weight)
     original_dist = original_dist[:query_num,]
     if k2 != 1:
-        V_qe = np.zeros_like(V, dtype=np.float64)
+        V_qe = np.zeros_like(V, dtype=dtype)
         for i in range(all_num):
             V_qe[i, :] = np.mean(V[initial_rank[i, :k2], :], axis=0)
         V = V_qe
@@ -51,10 +52,10 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     for i in range(gallery_num):
         invIndex.append(np.where(V[:, i] != 0)[0])
 
-    jaccard_dist = np.zeros_like(original_dist, dtype=np.float64)
+    jaccard_dist = np.zeros_like(original_dist, dtype=dtype)
 
     for i in range(query_num):
-        temp_min = np.zeros(shape=[1, gallery_num], dtype=np.float64)
+        temp_min = np.zeros(shape=[1, gallery_num], dtype=dtype)
         indNonZero = np.where(V[i, :] != 0)[0]
         indImages = [invIndex[ind] for ind in indNonZero]
         for j in range(len(indNonZero)):

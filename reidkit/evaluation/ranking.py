@@ -30,7 +30,7 @@ import numpy as np
 from reidkit.errors import ReidkitError
 
 RULES = ("standard", "cc", "sc")
-N_BINS = 1 << 14  # histogram bins per query row; rows stay cache-friendly and bins stay sparse in items
+MAX_BINS = 1 << 14  # histogram bins per query row: about 8 gallery items a bin, at most this many
 _PAIR_BUDGET = 1 << 24  # elements of the (rows x positives x same-person) comparison, per sub-chunk
 
 
@@ -87,6 +87,10 @@ class SamePerson:
         return idx, real
 
 
+def n_bins(n_gallery: int) -> int:
+    return int(min(MAX_BINS, max(256, 1 << max(0, int(n_gallery // 8).bit_length()))))
+
+
 def _count_le_row(keys: np.ndarray, thresholds: np.ndarray, buf: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """#{g : keys[g] <= t} for each sorted threshold key t of one row, exactly.
 
@@ -97,12 +101,13 @@ def _count_le_row(keys: np.ndarray, thresholds: np.ndarray, buf: np.ndarray, lut
     t's bin" is exactly the count inside t's bin.
     """
     utype = keys.dtype.type
+    bins = len(lut) - 1
     lo = keys.min()
-    shift = utype(max(0, int(thresholds[-1] - lo).bit_length() - (N_BINS.bit_length() - 1)))
+    shift = utype(max(0, int(thresholds[-1] - lo).bit_length() - (bins.bit_length() - 1)))
     np.subtract(keys, lo, out=buf)
     np.right_shift(buf, shift, out=buf)
-    np.minimum(buf, utype(N_BINS), out=buf)
-    hist = np.bincount(buf, minlength=N_BINS + 1)
+    np.minimum(buf, utype(bins), out=buf)
+    hist = np.bincount(buf, minlength=bins + 1)
     below = np.cumsum(hist) - hist
     t_bin = ((thresholds - lo) >> shift).astype(np.int64)
     lut[t_bin] = True
@@ -158,7 +163,7 @@ def positive_ranks(block, same_idx, real, is_pos):
     le_all = np.empty((len(rows), width), np.int64)
     row = np.empty(block.shape[1], dtype)  # per-row buffers stay in cache
     buf = np.empty(block.shape[1], np.uint32 if dtype == np.float32 else np.uint64)
-    lut = np.zeros(N_BINS + 1, bool)
+    lut = np.zeros(n_bins(block.shape[1]) + 1, bool)
     for i, r in enumerate(rows):
         np.add(block[r], 0, out=row, casting="unsafe")
         low = row.min()

@@ -1,0 +1,156 @@
+"""``reidkit eval STORE --features FILE``: CMC / mAP / mINP under the store's protocols.
+
+Feature sources are pluggable in one place: ``resolve_features`` turns the
+command's options into (features, index); a later option such as
+``--checkpoint`` adds a branch there and an option below, the rest (checks,
+evaluation, table, JSON, plot) stays as it is.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from reidkit.errors import ReidkitError
+
+METRIC_COLUMNS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"), ("mINP", "mINP"))
+
+
+def resolve_features(store, features_path=None, **_sources):
+    """(features N x D, index N) from whichever source the options name."""
+    checkpoint = _sources.get("checkpoint")
+    if features_path is not None and checkpoint is not None:
+        raise click.UsageError("give --features FILE or --checkpoint DIR, not both")
+    if checkpoint is not None:
+        from reidkit.training.engine import eval_indices
+
+        index = eval_indices(store, _sources.get("protocols"))
+        return _sources["model"].extract_source(store, index, description="test features"), index
+    if features_path is None:
+        raise click.UsageError("give --features FILE (an .npz or .h5 with 'features' and 'index') or --checkpoint DIR (a 'reidkit train' run)")
+    from reidkit.evaluation.features import load_features
+
+    return load_features(features_path)
+
+
+def json_rows(results: dict) -> list[dict]:
+    keys = ("protocol", "rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery", "rule", "unit",
+            "gallery_sampling", "trials", "seed", "distance", "rerank", "cmc")
+    return [{k: r[k] for k in keys if k in r} for r in results.values()]
+
+
+def print_table(results: dict, title: str):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("protocol", "query", "gallery", "valid", *(c for _, c in METRIC_COLUMNS)):
+        table.add_column(col, justify="left" if col == "protocol" else "right", no_wrap=True)
+    for name, r in results.items():
+        sampling = f", 1-shot x{r['trials']}" if r.get("gallery_sampling") == "single_shot" else ""
+        label = name if r["rule"] == name and not sampling else f"{name} ({r['rule']}{sampling})"
+        table.add_row(label, f"{r['queries']:,}", f"{r['gallery']:,}", f"{r['valid_queries']:,}",
+                      *(f"{100 * r[k]:.1f}" for k, _ in METRIC_COLUMNS))
+    Console().print(table)
+
+
+def run_evaluation(store, features, index, protocols=(), distance="cosine", rerank=None, device="cpu", seed=0,
+                   as_json=False, plot=None, show_progress=True) -> dict:
+    """Evaluate, then report (table or JSON, optional CMC plot); shared by every feature source."""
+    from reidkit.evaluation.protocols import evaluate_store, protocol_rows, select_protocols
+    from reidkit.progress import progress_bar
+
+    selected = select_protocols(store, protocols)
+    total = sum(protocol_rows(store, p) for p in selected)
+    with progress_bar(total if show_progress else 0, "evaluating", unit="query") as update:
+        results = evaluate_store(store, features, index, [p.name for p in selected], distance, rerank, device, seed,
+                                 on_rows=lambda n: update(advance=n))
+    if as_json:
+        click.echo(json.dumps(json_rows(results), indent=2))
+    else:
+        setting = f"{distance}" + (f", re-ranked k1={rerank['k1']} k2={rerank['k2']} lambda={rerank['lambda']}" if rerank else "")
+        print_table(results, f"{store.path.name} ({store.dataset}): {setting}")
+    if plot:
+        from reidkit.evaluation.plots import write_cmc_plot
+
+        write_cmc_plot(results, plot, title=f"{store.dataset}: {distance}" + (" + re-ranking" if rerank else ""))
+        click.echo(f"Wrote CMC plot {plot}", err=True)
+    return results
+
+
+@click.command("eval")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--features", "features_path", type=click.Path(path_type=Path),
+              help="Features file: .npz or .h5 with 'features' (N x D) and 'index' (store image index per row).")
+@click.option("--protocol", "protocols", multiple=True,
+              help="Protocol(s) to run, repeatable or comma-separated (default: all the store defines).")
+@click.option("--distance", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True,
+              help="cosine on L2-normalised features, or Euclidean.")
+@click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017).")
+@click.option("--k1", default=20, show_default=True, type=click.IntRange(1), help="Re-ranking: k-reciprocal neighbours.")
+@click.option("--k2", default=6, show_default=True, type=click.IntRange(1), help="Re-ranking: query-expansion neighbours.")
+@click.option("--lambda", "lambda_", default=0.3, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Re-ranking: weight of the original distance.")
+@click.option("--device", default="cpu", show_default=True, help="torch device for the distances (cpu, cuda).")
+@click.option("--seed", default=0, show_default=True, help="Seed of single-shot gallery sampling (trial t uses [seed, t]).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per protocol.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write CMC curves to this PNG.")
+@click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False),
+              help="A 'reidkit train' run folder: extract flip-averaged features with its model (on --device).")
+@click.option("--save-features", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --checkpoint: keep the extracted features (.npz or .h5, 'features' + 'index').")
+@click.option("--refine", "refine_run", default=None,
+              help="With --checkpoint: DLCR test-time refinement using query variants of this run ('reidkit expand --split query').")
+def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lambda_, device, seed, as_json, plot,
+                 checkpoint, save_features, refine_run):
+    """Evaluate features of STORE's query and gallery images with the store's protocols."""
+    from reidkit.store import open_store
+
+    opened = open_store(store)
+    if (save_features or refine_run) and checkpoint is None:
+        raise click.UsageError("--save-features and --refine need --checkpoint DIR")
+    if refine_run and (rerank or distance != "cosine"):
+        raise click.UsageError("--refine scores with cosine similarity and no re-ranking")
+    model = None
+    if checkpoint is not None:
+        from reidkit.training.inference import load_reid_model
+
+        model = load_reid_model(checkpoint, device)
+        if model.config.get("store_fingerprint") != opened.fingerprint:
+            click.echo(f"Note: {checkpoint} was trained on another store (fingerprint {model.config.get('store_fingerprint')})", err=True)
+    features, index = resolve_features(opened, features_path=features_path, checkpoint=checkpoint, model=model,
+                                       protocols=[p.name for p in _selected(opened, protocols)])
+    if save_features:
+        from reidkit.evaluation.features import save_features as write_features
+
+        write_features(save_features, features, index)
+        click.echo(f"Wrote features {save_features}", err=True)
+    if refine_run:
+        from reidkit.training.refinement import evaluate_refined
+
+        results = evaluate_refined(model, opened, features, index, refine_run, [p.name for p in _selected(opened, protocols)])
+        if as_json:
+            click.echo(json.dumps(json_rows(results), indent=2))
+        else:
+            print_table(results, f"{opened.path.name} ({opened.dataset}): cosine, DLCR refinement with '{refine_run}'")
+        if plot:
+            from reidkit.evaluation.plots import write_cmc_plot
+
+            write_cmc_plot(results, plot, title=f"{opened.dataset}: refined with {refine_run}")
+        return
+    settings = {"k1": k1, "k2": k2, "lambda": lambda_} if rerank else None
+    if device != "cpu":
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ReidkitError(f"unknown torch device '{device}' (e.g. cpu, cuda, cuda:0)") from None
+    run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot)
+
+
+def _selected(store, protocols):
+    from reidkit.evaluation.protocols import select_protocols
+
+    return select_protocols(store, protocols)
