@@ -246,13 +246,14 @@ def build_ccvid(root: Path) -> Path:
 
 
 # -- CUHK03: the .mat files in their real structure ---------------------------------------
-def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=((1, 2, 9),), height=10, width=6) -> dict:
+def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=frozenset({(1, 2, 9)}), height=10, width=6, pool=0) -> dict:
     """cuhk-03.mat as MATLAB v7.3 writes it: HDF5 with a 512-byte header block, data under #refs#.
 
     ``detected`` and ``labeled`` are 1x5 cells (stored 5x1 transposed), each
     pair a persons x 10 cell of 3 x W x H uint8 images; ``empty`` lists
-    (pair, person, image) cells left empty (MATLAB's empty double). Returns
-    {(kind, pair, person, image): HxWx3 image} for the non-empty cells.
+    (pair, person, image) cells left empty (MATLAB's empty double). ``pool``
+    > 0 makes cells share that many image datasets (cheap layouts of the real
+    size). Returns {(kind, pair, person, image): HxWx3 image} for the non-empty cells.
     """
     import h5py
 
@@ -269,6 +270,10 @@ def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=((1, 2, 9),), 
             return ds.ref
 
         for k_index, kind in enumerate(("detected", "labeled")):
+            shared = []
+            for i in range(pool):
+                img = np.random.default_rng([k_index, i]).integers(0, 256, (height, width, 3), dtype=np.uint8)
+                shared.append((img, put(img.T, "uint8")))
             pair_refs = []
             for pair in range(1, 6):
                 persons = persons_per_pair[pair - 1] if pair <= len(persons_per_pair) else 1
@@ -278,10 +283,13 @@ def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=((1, 2, 9),), 
                         if (pair, person, image) in empty:
                             cells[image - 1, person - 1] = put(np.zeros(2, np.uint64), "double", MATLAB_empty=np.uint8(1))
                             continue
-                        rng = np.random.default_rng([k_index, pair, person, image])
-                        img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                        if pool:
+                            img, ref = shared[(person * 10 + image) % pool]
+                        else:
+                            img = np.random.default_rng([k_index, pair, person, image]).integers(0, 256, (height, width, 3), dtype=np.uint8)
+                            ref = put(img.T, "uint8")
                         pixels[(kind, pair, person, image)] = img
-                        cells[image - 1, person - 1] = put(img.T, "uint8")
+                        cells[image - 1, person - 1] = ref
                 pair_refs.append(put(cells, "cell"))
             top = h5.create_dataset(kind, data=np.array(pair_refs, dtype=h5py.ref_dtype).reshape(1, 5))
             top.attrs["MATLAB_class"] = np.bytes_("cell")
@@ -450,4 +458,35 @@ def build_real_size(dataset: str, root: Path, kind: str = "jpg") -> Path:
                 link_images(base, [line.split()[0] + "/00001.jpg" for line in files], template)
         else:
             link_images(base / folder, files, template)
+    return base
+
+
+CUHK03_PERSONS_PER_PAIR = (843, 440, 77, 58, 49)  # 1,467 persons over the 5 camera pairs
+
+
+def build_cuhk03_real_size(root: Path) -> Path:
+    """cuhk03/ with the published 767/700 detected sizes: train 767 / 7,365, query 700 / 1,400, gallery 700 / 5,332.
+
+    Persons in pair order: the first 767 train, the rest test; 305 train and
+    268 test persons miss their 10th image (an empty cell), which gives the
+    published image counts; queries are each test person's images 1 and 6 (one per view).
+    """
+    base = Path(root) / "cuhk03"
+    (base / "cuhk03_release").mkdir(parents=True)
+    persons = [(pair, p) for pair, n in enumerate(CUHK03_PERSONS_PER_PAIR, start=1) for p in range(1, n + 1)]
+    empty = {(*persons[i], 10) for i in list(range(305)) + list(range(767, 767 + 268))}
+    write_mat73_cuhk03(base / "cuhk03_release" / "cuhk-03.mat", CUHK03_PERSONS_PER_PAIR, empty, height=4, width=2, pool=16)
+    filelist, labels, train, query, gallery = [], [], [], [], []
+    for k, (pair, person) in enumerate(persons):
+        for image in range(1, 11):
+            if (pair, person, image) in empty:
+                continue
+            filelist.append(f"{pair}_{person:03d}_{1 if image <= 5 else 2}_{image:02d}.png")
+            labels.append(k + 1)
+            target = train if k < 767 else query if image in (1, 6) else gallery
+            target.append(len(filelist))
+    write_mat5(base / "cuhk03_new_protocol_config_detected.mat", {
+        "filelist": filelist, "labels": [[x] for x in labels],
+        "train_idx": [[i] for i in train], "query_idx": [[i] for i in query], "gallery_idx": [[i] for i in gallery],
+    })
     return base
