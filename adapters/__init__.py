@@ -25,8 +25,5 @@ BUILTIN_ADAPTERS = {
 
 @hookimpl
 def register_adapters(register):
-    from importlib.util import find_spec
-
     for name, (module, attr) in BUILTIN_ADAPTERS.items():
-        if find_spec(f"{__name__}.{module}") is not None:
-            register(name, getattr(import_module(f"{__name__}.{module}"), attr))
+        register(name, getattr(import_module(f"{__name__}.{module}"), attr))
