@@ -75,7 +75,6 @@ def test_prcc_folders_outfits_and_protocols(tmp_path):
     assert (a["camera"], b["camera"], c["camera"]) == (0, 1, 2)
     assert a["clothes_key"] == b["clothes_key"] == "1_AB" and c["clothes_key"] == "1_C"
     assert row(store, "rgb/val/004/B_cropped_rgb012.jpg")["splits"] == ["val"]
-    assert row(store, "rgb/test/A/006/cropped_rgb001.jpg") | {} == row(store, "rgb/test/A/006/cropped_rgb001.jpg")
     g = row(store, "rgb/test/A/006/cropped_rgb001.jpg")
     assert (g["pid"], g["camera"], g["splits"]) == (6, 0, ["gallery"])
     assert row(store, "rgb/test/B/003/cropped_rgb103.jpg")["splits"] == ["query_sc"]
