@@ -58,10 +58,10 @@ def print_table(results: dict, title: str):
 def run_evaluation(store, features, index, protocols=(), distance="cosine", rerank=None, device="cpu", seed=0,
                    as_json=False, plot=None, show_progress=True) -> dict:
     """Evaluate, then report (table or JSON, optional CMC plot); shared by every feature source."""
-    from reidkit.evaluation.protocols import evaluate_store, protocol_rows, select_protocols
+    from reidkit.evaluation.protocols import evaluate_store, protocol_rows, validate_inputs
     from reidkit.progress import progress_bar
 
-    selected = select_protocols(store, protocols)
+    _, _, selected = validate_inputs(store, features, index, protocols, distance)
     total = sum(protocol_rows(store, p) for p in selected)
     with progress_bar(total if show_progress else 0, "evaluating", unit="query") as update:
         results = evaluate_store(store, features, index, [p.name for p in selected], distance, rerank, device, seed,

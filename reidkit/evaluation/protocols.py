@@ -63,13 +63,8 @@ def _split_images(store, split, cameras, role, protocol):
 
 
 def build_set(store, idx, features, row_of, unit, role, protocol) -> EvalSet:
+    _check_rows(store, idx, row_of, role, protocol)
     rows = row_of[idx]
-    missing = idx[rows < 0]
-    if len(missing):
-        raise ReidkitError(
-            f"features file lacks {len(missing)} of {len(idx)} {role} images of protocol '{protocol.name}' "
-            f"(first: store index {missing[0]}, {store.columns['path'][missing[0]]})"
-        )
     person, camera, clothes = person_keys(store)[idx], np.asarray(store.camera)[idx], np.asarray(store.clothes_id)[idx]
     feats = features[rows]
     if unit == "tracklet":
@@ -145,9 +140,9 @@ def evaluate_protocol(store, protocol, features, row_of, distance="cosine", rera
         raise ReidkitError(f"protocol '{protocol.name}' uses rule '{rule}' but the store has images without clothes labels")
     if protocol.gallery_sampling == "single_shot":
         trials = max(1, int(protocol.trials))
-        runs = [score_sets(query, single_shot(gallery, np.random.default_rng([seed, t])), rule, distance, rerank, device,
-                           max_rank, on_rows) for t in range(trials)]
-        result = _average(runs)
+        galleries = [single_shot(gallery, np.random.default_rng([seed, t])) for t in range(trials)]
+        result = _average([score_sets(query, g, rule, distance, rerank, device, max_rank, on_rows) for g in galleries])
+        gallery = galleries[0]  # every trial has one unit per person
     elif protocol.gallery_sampling == "all":
         trials = 1
         result = score_sets(query, gallery, rule, distance, rerank, device, max_rank, on_rows)
@@ -175,11 +170,29 @@ def evaluate_store(store, features: np.ndarray, index: np.ndarray, protocols: li
     k1, k2, lambda (defaults 20, 6, 0.3). Single-shot protocols average seeded trials
     (trial t draws with numpy's default_rng([seed, t])).
     """
+    features, row_of, selected = validate_inputs(store, features, index, protocols, distance)
+    rerank = normalise_rerank(rerank)
+    return {p.name: evaluate_protocol(store, p, features, row_of, distance, rerank, device, seed, max_rank, on_rows)
+            for p in selected}
+
+
+def validate_inputs(store, features, index, protocols=None, distance="cosine"):
+    """Every check that can fail on input, before any work: (features, row of each store image, protocols)."""
     from reidkit.evaluation.features import check_features
 
     check_metric(distance)
-    rerank = normalise_rerank(rerank)
     selected = select_protocols(store, protocols)
     features, row_of = check_features(features, index, len(store))
-    return {p.name: evaluate_protocol(store, p, features, row_of, distance, rerank, device, seed, max_rank, on_rows)
-            for p in selected}
+    for p in selected:
+        for split, cameras, role in ((p.query, p.query_cameras, "query"), (p.gallery, p.gallery_cameras, "gallery")):
+            _check_rows(store, _split_images(store, split, cameras, role, p), row_of, role, p)
+    return features, row_of, selected
+
+
+def _check_rows(store, idx, row_of, role, protocol):
+    missing = idx[row_of[idx] < 0]
+    if len(missing):
+        raise ReidkitError(
+            f"features file lacks {len(missing)} of {len(idx)} {role} images of protocol '{protocol.name}' "
+            f"(first: store index {missing[0]}, {store.columns['path'][missing[0]]})"
+        )

@@ -1,0 +1,49 @@
+"""k-reciprocal re-ranking from k-NN lists equals the standard dense implementation."""
+import numpy as np
+import pytest
+
+from reidkit.evaluation.rerank import KReciprocal, k_reciprocal
+from tests.rerank_reference import plain_distances, re_ranking
+
+
+def dense(q, g, metric, k1, k2, lam):
+    return re_ranking(plain_distances(q, g, metric), plain_distances(q, q, metric), plain_distances(g, g, metric), k1, k2, lam)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("k1,k2,lam", [(20, 6, 0.3), (6, 3, 0.5), (3, 1, 0.0), (1, 1, 1.0)])
+def test_equals_dense_reference(metric, k1, k2, lam):
+    rng = np.random.default_rng(k1 * 10 + k2)
+    for _ in range(3):
+        nq, ng, dim = int(rng.integers(2, 30)), int(rng.integers(3, 90)), int(rng.integers(2, 24))
+        # clustered features, so k-reciprocal sets and their expansions are not trivial
+        centers = rng.standard_normal((5, dim))
+        q = centers[rng.integers(0, 5, nq)] + 0.5 * rng.standard_normal((nq, dim))
+        g = centers[rng.integers(0, 5, ng)] + 0.5 * rng.standard_normal((ng, dim))
+        want = dense(q, g, metric, k1, k2, lam)
+        got = k_reciprocal(q, g, k1, k2, lam, metric=metric)
+        assert got.shape == (nq, ng)
+        np.testing.assert_allclose(got, want, atol=1e-10)
+        got32 = k_reciprocal(q.astype(np.float32), g.astype(np.float32), k1, k2, lam, metric=metric)
+        np.testing.assert_allclose(got32, want, atol=1e-5)
+
+
+def test_chunks_are_the_same_matrix_and_bounded():
+    rng = np.random.default_rng(5)
+    q, g = rng.standard_normal((17, 8)), rng.standard_normal((40, 8))
+    rr = KReciprocal(q, g, 5, 3, 0.3, rows=4)
+    blocks = list(rr.chunks())
+    assert [s for s, _ in blocks] == list(range(0, 17, 4))
+    assert all(len(b) <= 4 for _, b in blocks)
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks]), dense(q, g, "cosine", 5, 3, 0.3), atol=1e-10)
+
+
+def test_weight_rows_are_sparse():
+    rng = np.random.default_rng(1)
+    q, g = rng.standard_normal((30, 16)), rng.standard_normal((300, 16))
+    rr = KReciprocal(q, g, 4, 2, 0.3)
+    # each row of V holds at most (k1 + 1) * (k1/2 + 2) entries before expansion, k2 times that after
+    assert np.diff(rr.v.indptr).max() <= 2 * 5 * 4 < rr.n
+    # and each row is a distribution
+    sums = np.add.reduceat(rr.v.data, rr.v.indptr[:-1])
+    np.testing.assert_allclose(sums, 1.0, atol=1e-12)
