@@ -4,6 +4,8 @@ from reidkit import hookimpl
 
 @hookimpl
 def register_filters(register):
+    from reidkit.plugins.filters.reid_confidence import ReidConfidenceFilter
     from reidkit.plugins.filters.sanity import SanityFilter
 
+    register("reid-confidence", ReidConfidenceFilter)
     register("sanity", SanityFilter)

@@ -159,12 +159,27 @@ def resolve_settings(kind: str, name: str, cls, overrides: dict | None) -> dict:
 def parse_key_values(text: str, what: str) -> dict:
     """``"a=1,b=x"`` -> {"a": "1", "b": "x"} (values typed later against the plugin's defaults)."""
     out = {}
-    for part in [p for p in text.split(",") if p.strip()]:
+    for part in [p for p in _split_top_level(text) if p.strip()]:
         if "=" not in part:
             raise PluginError(f"{what}: expected key=value, got '{part}'")
         k, v = part.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, so ``taus=[0.3,0.5],tau=0.5`` keeps its list whole."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
 
 
 def parse_plugin_spec(spec, what: str) -> tuple[str, dict]:

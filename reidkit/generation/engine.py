@@ -154,7 +154,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
     writer = _ChunkWriter(run_dir, tag, chunk_size, {"shard": summary["shard"], "device": dev, "batch_size": int(batch_size),
                                                      "reidkit_version": __version__})
-    all_scores = []
+    own_scores = {fname: [] for fname, _ in filter_instances}  # each filter's unprefixed scores, for its report
     from reidkit.progress import progress_bar
 
     start = time.perf_counter()
@@ -163,14 +163,13 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
             for b in range(0, len(todo), batch_size):
                 items = [make_item(context, k) for k in todo[b : b + batch_size]]
                 outputs, nonfinite = _checked(gen.generate(items), items, generator)
-                verdicts = judge(filter_instances, items, outputs, nonfinite)
+                verdicts = judge(filter_instances, items, outputs, nonfinite, own_scores)
                 for item, out, verdict in zip(items, outputs, verdicts):
                     writer.add(item, out, verdict)
                     summary["generated"] += 1
                     summary["kept" if verdict.kept else "rejected"] += 1
                     if not verdict.kept:
                         summary["reject_reasons"][verdict.reason] = summary["reject_reasons"].get(verdict.reason, 0) + 1
-                    all_scores.append(verdict.scores)
                 update(advance=len(items), status=f"{summary['rejected']} rejected")
         finally:
             writer.flush()  # every finished item is published, also on Ctrl-C
@@ -179,7 +178,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     for fname, f in filter_instances:
         report = getattr(f, "pass_rates", None)
         if report is not None:
-            summary["pass_rates"][fname] = report(all_scores)
+            summary["pass_rates"][fname] = report(own_scores[fname])
     summary["bank_parse_failures"] = bank.parse_failures if bank is not None else 0
     return summary
 
@@ -234,12 +233,14 @@ def _checked(outputs, items, generator):
     return clean, nonfinite
 
 
-def judge(filter_instances, items, outputs, nonfinite) -> list[Verdict]:
+def judge(filter_instances, items, outputs, nonfinite, own_scores=None) -> list[Verdict]:
     """Every filter scores every item (all scores kept); an item is kept when all filters keep it."""
     verdicts = [Verdict(True) for _ in items]
     for fname, f in filter_instances:
         for v, fv in zip(verdicts, f.judge(items, outputs, nonfinite)):
             v.scores.update({f"{fname}.{k}": s for k, s in fv.scores.items()})
+            if own_scores is not None:
+                own_scores[fname].append(fv.scores)
             if not fv.kept and v.kept:
                 v.kept, v.reason = False, f"{fname}: {fv.reason}"
     return verdicts
