@@ -62,8 +62,8 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
     from reidkit.progress import progress_bar
 
     _, _, selected = validate_inputs(store, features, index, protocols, distance)
-    total = sum(protocol_rows(store, p) for p in selected)
-    with progress_bar(total if show_progress else 0, "evaluating", unit="query") as update:
+    total = sum(protocol_rows(store, p, bool(rerank)) for p in selected)
+    with progress_bar(total if show_progress else 0, "evaluating", unit="row") as update:
         results = evaluate_store(store, features, index, [p.name for p in selected], distance, rerank, device, seed,
                                  on_rows=lambda n: update(advance=n))
     if as_json:

@@ -89,12 +89,12 @@ def single_shot(gallery: EvalSet, rng) -> EvalSet:
     return gallery.take(np.sort(order[first]))
 
 
-def distance_blocks(query: EvalSet, gallery: EvalSet, distance, rerank, device):
+def distance_blocks(query: EvalSet, gallery: EvalSet, distance, rerank, device, on_rows=None):
     if rerank:
         from reidkit.evaluation.rerank import KReciprocal
 
         return KReciprocal(query.features, gallery.features, k1=rerank["k1"], k2=rerank["k2"], lambda_=rerank["lambda"],
-                           metric=distance, device=device).chunks()
+                           metric=distance, device=device, progress=on_rows).chunks()
     return DistanceComputer(gallery.features, distance, device).chunks(query.features)
 
 
@@ -103,7 +103,7 @@ def score_sets(query: EvalSet, gallery: EvalSet, rule, distance="cosine", rerank
     clothes_rule = rule != "standard"
     scorer = RankScorer(gallery.person, gallery.camera, gallery.clothes if clothes_rule else None, rule)
     acc = ScoreAccumulator(max_rank)
-    for start, block in distance_blocks(query, gallery, distance, rerank, device):
+    for start, block in distance_blocks(query, gallery, distance, rerank, device, on_rows):
         stop = start + len(block)
         acc.add(scorer.score(block, query.person[start:stop], query.camera[start:stop],
                              query.clothes[start:stop] if clothes_rule else None), start)
@@ -153,11 +153,21 @@ def evaluate_protocol(store, protocol, features, row_of, distance="cosine", rera
     return result
 
 
-def protocol_rows(store, protocol) -> int:
-    """Query rows one evaluation of ``protocol`` scores (for progress bars)."""
-    q = _split_images(store, protocol.query, protocol.query_cameras, "query", protocol)
-    n = len(np.unique(np.asarray(store.tracklet)[q])) if protocol.unit == "tracklet" else len(q)
-    return n * (max(1, int(protocol.trials)) if protocol.gallery_sampling == "single_shot" else 1)
+def protocol_rows(store, protocol, rerank=False) -> int:
+    """Rows ``evaluate_protocol`` reports through ``on_rows``: queries scored, plus the re-ranking k-NN pass."""
+    def units(split, cameras, role):
+        idx = _split_images(store, split, cameras, role, protocol)
+        if protocol.unit != "tracklet":
+            return len(idx)
+        return len(np.unique(np.stack([person_keys(store)[idx], np.asarray(store.camera)[idx], np.asarray(store.tracklet)[idx]]), axis=1)[0])
+
+    n_query = units(protocol.query, protocol.query_cameras, "query")
+    if protocol.gallery_sampling == "single_shot":
+        n_gallery = len(np.unique(person_keys(store)[_split_images(store, protocol.gallery, protocol.gallery_cameras, "gallery", protocol)]))
+        trials = max(1, int(protocol.trials))
+    else:
+        n_gallery, trials = units(protocol.gallery, protocol.gallery_cameras, "gallery"), 1
+    return trials * (n_query + (n_query + n_gallery if rerank else 0))
 
 
 def evaluate_store(store, features: np.ndarray, index: np.ndarray, protocols: list[str] | None = None,
