@@ -1,0 +1,30 @@
+"""``reidkit show``: look at a generated run: originals next to their variants, prompts under them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--run", "run_name", required=True, help="Generated run to show (see 'reidkit info').")
+@click.option("--out", type=click.Path(path_type=Path), help="Write a PNG contact sheet here. [default: RUN.png]")
+@click.option("--html", "html_dir", type=click.Path(path_type=Path), help="Also write an HTML page with every detail into this folder.")
+@click.option("--masks", is_flag=True, help="Show each original's clothing mask too.")
+@click.option("--sources", type=click.IntRange(1), default=8, show_default=True, help="Original images to show.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which originals (seeded choice).")
+def show(store, run_name, out, html_dir, masks, sources, seed):
+    """Contact sheet of STORE's run RUN: one row per original, its variants with their prompts."""
+    from reidkit.generation.contact_sheet import choose_sources, gather, write_html, write_sheet
+    from reidkit.store import open_store
+
+    opened = open_store(store)
+    run = opened.run(run_name)
+    rows = gather(opened, run, choose_sources(run, sources, seed), masks)
+    sheet = write_sheet(rows, out or Path(f"{run_name}.png"))
+    click.echo(f"contact sheet: {sheet} ({len(rows)} originals, {sum(len(r) for r in rows)} cells)")
+    kept = run.kept()
+    click.echo(f"run {run_name}: {int(kept.sum())}/{len(kept)} items kept")
+    if html_dir:
+        click.echo(f"html: {write_html(rows, run, html_dir)}")
