@@ -91,6 +91,7 @@ def write(root, name, feats, index):
     ("length", "rows but index has"),
     ("nofile", "does not exist"),
     ("keys", "has no array 'index'"),
+    ("device", "unknown torch device 'warp'"),
 ])
 def test_bad_input_one_line_each(world, case, message):
     store, root, feats, index = world
@@ -116,6 +117,8 @@ def test_bad_input_one_line_each(world, case, message):
     elif case == "keys":
         np.savez(root / "keys.npz", features=feats)
         args = ["--features", root / "keys.npz"]
+    elif case == "device":
+        args += ["--device", "warp"]
     result = run_cli("eval", store.path, *args)
     assert result.exit_code == 1
     assert message in result.stderr

@@ -34,6 +34,17 @@ def resolve_features(store, features_path=None, **_sources):
     return load_features(features_path)
 
 
+def check_device(device: str):
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ReidkitError(f"unknown torch device '{device}' (e.g. cpu, cuda, cuda:0)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ReidkitError(f"--device {device}: no CUDA GPU is available to torch here (use --device cpu)")
+
+
 def json_rows(results: dict) -> list[dict]:
     keys = ("protocol", "rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery", "rule", "unit",
             "gallery_sampling", "trials", "seed", "distance", "rerank", "cmc")
@@ -141,12 +152,7 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         return
     settings = {"k1": k1, "k2": k2, "lambda": lambda_} if rerank else None
     if device != "cpu":
-        import torch
-
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise ReidkitError(f"unknown torch device '{device}' (e.g. cpu, cuda, cuda:0)") from None
+        check_device(device)
     run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot)
 
 
