@@ -39,3 +39,50 @@ def test_refine_scores_applies_the_protocol_rule_before_taking_the_top():
     assert cc[2] == pytest.approx(s0[2])  # not in the top-1
     standard = refine_scores(*args, rule="standard", top=1)[0]
     assert standard[1] == pytest.approx(2 * s0[1]) and standard[2] == pytest.approx(2 * s0[1])  # person 1 on top
+
+
+def test_eval_checkpoint_saves_features_and_refines_with_query_variants(tmp_path, capsys):
+    import json
+
+    from reidkit import open_store
+    from reidkit.cli import main
+    from reidkit.evaluation import evaluate_scores, load_features
+    from reidkit.training.engine import train
+    from reidkit.training.inference import load_reid_model
+    from tests.train_helpers import make_store, tiny_config, write_run
+
+    store = make_store(tmp_path)
+    train(store, tiny_config("baseline"), tmp_path / "run", progress=False, max_steps=2)
+    write_run(store, "q", variants=2, split="query")
+
+    def cli(*args):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        return exc.value.code
+
+    assert cli("eval", store, "--refine", "q") == 2  # needs --checkpoint
+    capsys.readouterr()
+    assert cli("eval", store, "--checkpoint", tmp_path / "run", "--save-features", tmp_path / "f.npz", "--json",
+               "--protocol", "cc") == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli("eval", store, "--checkpoint", tmp_path / "run", "--refine", "q", "--json", "--protocol", "cc") == 0
+    refined = {r["protocol"]: r for r in json.loads(capsys.readouterr().out)}
+    features, index = load_features(tmp_path / "f.npz")
+    s = open_store(store)
+    assert sorted(index.tolist()) == sorted(np.concatenate([s.split("query"), s.split("gallery")]).tolist())
+    # the same numbers by hand: refined scores from the saved features and the variants' features
+    model = load_reid_model(tmp_path / "run")
+    run = s.run("q")
+    variants = model.extract_source(run, np.arange(len(run)))
+    q, g = s.split("query"), s.split("gallery")
+    row = {int(i): r for r, i in enumerate(index)}
+    qpos = {int(i): r for r, i in enumerate(q)}
+    scores = refine_scores(features[[row[i] for i in q]], features[[row[i] for i in g]], variants,
+                           [qpos[int(i)] for i in run.source_index()], s.pid[q], s.pid[g], s.camera[q], s.camera[g],
+                           s.clothes_id[q], s.clothes_id[g], rule="cc")
+    expected = evaluate_scores(-scores, s.pid[q], s.pid[g], s.camera[q], s.camera[g], s.clothes_id[q], s.clothes_id[g], "cc")
+    assert refined["cc"]["mAP"] == pytest.approx(expected["mAP"]) and refined["cc"]["rank1"] == pytest.approx(expected["rank1"])
+    no_variants = refine_scores(features[[row[i] for i in q]], features[[row[i] for i in g]], np.zeros((0, variants.shape[1])), [],
+                                s.pid[q], s.pid[g], s.camera[q], s.camera[g], s.clothes_id[q], s.clothes_id[g], rule="cc")
+    assert not np.allclose(no_variants, scores)  # the variants did change the scores
+    assert plain[0]["protocol"] == "cc" and 0 <= plain[0]["mAP"] <= 1

@@ -98,5 +98,7 @@ def _set_last_stride_one(trunk):
     import torch.nn as nn
 
     for module in layer[0].modules():
-        if isinstance(module, (nn.Conv2d, nn.AvgPool2d)) and module.stride in (2, (2, 2)):
-            module.stride = (1, 1) if isinstance(module, nn.Conv2d) else 1
+        if isinstance(module, nn.Conv2d) and module.stride in (2, (2, 2)):
+            module.stride = (1, 1)
+        elif isinstance(module, nn.AvgPool2d) and module.stride in (2, (2, 2)):
+            module.kernel_size, module.stride = 1, 1  # avg-down shortcuts (resnet*t, *d): pooling would shrink the map

@@ -60,17 +60,17 @@ def refine_scores(q_feats, g_feats, variant_feats, variant_query, q_pids, g_pids
 
 def evaluate_refined(runner, store, features, index, run_name, protocols=None, batch_size=128, top=5) -> dict:
     """Metrics of every protocol with refined scores; ``features``/``index``: the store's test features."""
+    from reidkit.evaluation.protocols import person_keys, select_protocols
     from reidkit.evaluation.ranking import evaluate_scores
 
+    person = person_keys(store)
     run = store.run(run_name)
     kept = np.flatnonzero(run.kept())
     sources = run.source_index()[kept]
     variant_feats = runner.extract_source(run, kept, batch_size=batch_size, description="query variants")
     row_of = {int(i): r for r, i in enumerate(index)}
     results = {}
-    for protocol in store.protocols:
-        if protocols is not None and protocol.name not in protocols:
-            continue
+    for protocol in select_protocols(store, protocols):
         if protocol.gallery_sampling != "all" or protocol.unit != "image":
             raise ReidkitError(f"--refine supports image protocols with the whole gallery; '{protocol.name}' is not one")
         q = _subset(store, store.split(protocol.query), protocol.query_cameras)
@@ -81,12 +81,14 @@ def evaluate_refined(runner, store, features, index, run_name, protocols=None, b
             raise ReidkitError(f"run '{run_name}' has no kept variants of the '{protocol.query}' split (make it with 'reidkit expand --split {protocol.query}')")
         clothes = store.clothes_id if protocol.rule != "standard" else None
         scores = refine_scores(features[[row_of[int(i)] for i in q]], features[[row_of[int(i)] for i in g]],
-                               variant_feats[use], [qpos[int(s)] for s in sources[use]], store.pid[q], store.pid[g],
+                               variant_feats[use], [qpos[int(s)] for s in sources[use]], person[q], person[g],
                                store.camera[q], store.camera[g], None if clothes is None else clothes[q],
                                None if clothes is None else clothes[g], protocol.rule, top)
-        results[protocol.name] = evaluate_scores(-scores, store.pid[q], store.pid[g], store.camera[q], store.camera[g],
-                                                 None if clothes is None else clothes[q], None if clothes is None else clothes[g],
-                                                 protocol.rule)
+        result = evaluate_scores(-scores, person[q], person[g], store.camera[q], store.camera[g],
+                                 None if clothes is None else clothes[q], None if clothes is None else clothes[g], protocol.rule)
+        result.update(protocol=protocol.name, rule=protocol.rule, unit="image", queries=len(q), gallery=len(g),
+                      gallery_sampling="all", trials=1, distance="cosine", refine=run_name, variants=int(use.sum()))
+        results[protocol.name] = result
     return results
 
 
