@@ -29,7 +29,7 @@ def register_adapters(register):
 def register_maskers(register):
     """Register clothing maskers: objects that label clothing pixels per image.
 
-    Contract: ``reidkit.contracts.Masker``. Used by ``reidkit mask`` and by
+    Contract: ``reidkit.generation.contracts.Masker``. Used by ``reidkit mask`` and by
     ``reidkit expand`` when a store has no masks yet.
     """
 
@@ -38,14 +38,14 @@ def register_maskers(register):
 def register_prompt_sources(register):
     """Register clothing prompt sources: objects that build a clothing bank
     (one list of clothing items per clothes id). Contract:
-    ``reidkit.contracts.PromptSource``."""
+    ``reidkit.generation.contracts.PromptSource``."""
 
 
 @hookspec
 def register_generators(register):
     """Register image generators (``reidkit expand --generator NAME``).
 
-    Contract: ``reidkit.contracts.Generator``: given source images, masks,
+    Contract: ``reidkit.generation.contracts.Generator``: given source images, masks,
     prompts and per-item seeds, return generated images.
     """
 
@@ -53,7 +53,7 @@ def register_generators(register):
 @hookspec
 def register_filters(register):
     """Register filters that score generated images and keep or reject them.
-    Contract: ``reidkit.contracts.Filter``."""
+    Contract: ``reidkit.generation.contracts.Filter``."""
 
 
 @hookspec
