@@ -239,8 +239,8 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
 
 
 def eval_indices(store, protocols=None) -> np.ndarray:
-    wanted = [p for p in store.protocols if protocols is None or p.name in protocols]
-    if not wanted:
-        known = ", ".join(p.name for p in store.protocols) or "none"
-        raise ReidkitError(f"no protocol named {', '.join(protocols or [])} in this store (protocols: {known})")
+    """Store indices of every query and gallery image the chosen protocols use."""
+    from reidkit.evaluation.protocols import select_protocols
+
+    wanted = select_protocols(store, protocols)
     return np.unique(np.concatenate([np.concatenate([store.split(p.query), store.split(p.gallery)]) for p in wanted]))
