@@ -172,3 +172,14 @@ def test_torchrun_two_processes_equal_single_process(world, tmp_path):
     assert tags == {"shard0of2", "shard1of2"}  # each rank took its own shard
     run_expand(store, variants=2, seed=7, name="single", show_progress=False)
     assert items_by_key(store, "dist") == items_by_key(store, "single")
+
+
+def test_query_split_variants_draw_targets_from_training_outfits_only(world, tmp_path):
+    store_path = fresh_copy(world, tmp_path)
+    summary = run_expand(store_path, split="query", variants=2, name="q", show_progress=False)
+    store = reidkit.open_store(store_path)
+    run = store.run("q")
+    query = store.split("query")
+    assert summary["generated"] == 2 * len(query) and set(run.source_index().tolist()) == set(query.tolist())
+    train_outfits = set(store.clothes_key[store.split("train")])
+    assert set(run.column("target_clothes_key")) <= train_outfits  # no test outfit leaks into prompts
