@@ -83,3 +83,19 @@ def test_first_expand_computes_missing_masks(world, tmp_path):
     for j in range(len(run)):
         src = int(run.source_index()[j])
         assert np.array_equal(run.image(j)[~m.clothing_mask(src)], s.image(src)[~m.clothing_mask(src)])
+
+
+def test_other_masker_settings_make_another_mask_set(world, tmp_path):
+    import shutil
+
+    store = tmp_path / "w.h5"
+    shutil.copy(world, store)
+    run_expand(store, masker="heuristic", variants=1, limit=2, name="a", show_progress=False)
+    run_expand(store, masker="heuristic", masker_settings={"waist": 0.5}, variants=1, limit=2, name="b", show_progress=False)
+    s = reidkit.open_store(store)
+    names = sorted(s.mask_sets())
+    assert "heuristic" in names and any(n.startswith("heuristic-") for n in names)
+    assert s.run("b").info["settings"]["mask_set"] in names and s.run("b").info["settings"]["mask_set"] != "heuristic"
+    # a stored set by name, through the store masker
+    run_expand(store, masker="store", masker_settings={"set": "heuristic"}, variants=1, limit=2, name="c", show_progress=False)
+    assert s.run("c").info["settings"]["mask_set"] == "heuristic"

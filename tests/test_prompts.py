@@ -88,7 +88,8 @@ def test_llava_llama_bank_on_tiny_models(world, tmp_path, tiny_chat):
                         show_progress=False)
     assert {k: again.entries[k].raw for k in again.keys} == {k: bank.entries[k].raw for k in bank.keys}  # seeded
     # kept in the store: a second call reads it back instead of running the models
-    stored = ClothingBank.read(tmp_path / "a.h5.parts" / "prompts" / "llava-llama")
+    assert bank.name.startswith("llava-llama-")  # not the default settings: named by a settings hash
+    stored = ClothingBank.read(tmp_path / "a.h5.parts" / "prompts" / bank.name)
     assert {k: stored.items(k) for k in stored.keys} == {k: bank.items(k) for k in bank.keys}
 
 

@@ -45,3 +45,9 @@ def test_rejected_items_are_marked(store, tmp_path):
 def test_unknown_run_is_one_line(store, tmp_path):
     proc = run_console("show", store, "--run", "nope", "--out", tmp_path / "x.png")
     assert proc.returncode == 1 and "no generated run 'nope'" in proc.stderr and "runs: r, rej" in proc.stderr
+
+
+def test_bank_summary_and_parse_failures_listed(store, tmp_path):
+    result = run_cli("show", store, "--run", "r", "--out", tmp_path / "s.png", "--html", tmp_path / "h")
+    assert "clothing bank 'templates':" in result.output and "0 model replies did not parse" in result.output
+    assert "clothing bank templates:" in (tmp_path / "h" / "index.html").read_text()

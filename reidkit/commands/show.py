@@ -16,7 +16,7 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Which originals (seeded choice).")
 def show(store, run_name, out, html_dir, masks, sources, seed):
     """Contact sheet of STORE's run RUN: one row per original, its variants with their prompts."""
-    from reidkit.generation.contact_sheet import choose_sources, gather, write_html, write_sheet
+    from reidkit.generation.contact_sheet import choose_sources, gather, run_bank, write_html, write_sheet
     from reidkit.store import open_store
 
     opened = open_store(store)
@@ -26,5 +26,8 @@ def show(store, run_name, out, html_dir, masks, sources, seed):
     click.echo(f"contact sheet: {sheet} ({len(rows)} originals, {sum(len(r) for r in rows)} cells)")
     kept = run.kept()
     click.echo(f"run {run_name}: {int(kept.sum())}/{len(kept)} items kept")
+    bank = run_bank(opened, run)
+    if bank is not None:
+        click.echo(f"clothing bank '{bank.name}': {len(bank.entries)} outfits, {bank.parse_failures} model replies did not parse")
     if html_dir:
-        click.echo(f"html: {write_html(rows, run, html_dir)}")
+        click.echo(f"html: {write_html(rows, run, html_dir, bank)}")

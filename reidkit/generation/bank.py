@@ -14,7 +14,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import BankEntry, resolve_settings
-from reidkit.generation.parts import open_part
+from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks
 
 KIND = "prompts"
@@ -78,7 +78,7 @@ def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cp
 
     cls = get_plugins().get("prompt_sources", source)
     settings = resolve_settings("prompt source", source, cls, overrides)
-    name = bank_name or source
+    name = bank_name or settings_name(source, settings, dict(getattr(cls, "defaults", {})))
     d = open_part(store, KIND, name, {"source": source, "settings": settings, "split": split},
                            must_match=("source", "settings", "split"))
     bank = ClothingBank.read(d)

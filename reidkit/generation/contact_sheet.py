@@ -21,11 +21,17 @@ def choose_sources(run, n: int, seed: int = 0) -> list[int]:
 
 def run_mask_set(store, run):
     """The mask set the run used (None for generators without masks)."""
-    s = run.settings
-    if not s.get("masker"):
-        return None
-    name = (s.get("masker_settings") or {}).get("set", "ground_truth") if s["masker"] == "store" else s["masker"]
-    return store.mask_sets().get(name)
+    name = run.settings.get("mask_set")
+    return store.mask_sets().get(name) if name else None
+
+
+def run_bank(store, run):
+    """The clothing bank the run drew its targets from (None if absent)."""
+    from reidkit.generation.bank import KIND, ClothingBank
+
+    name = run.settings.get("bank")
+    d = store.parts_dir / KIND / name if name else None
+    return ClothingBank.read(d) if d is not None and (d / "part.json").is_file() else None
 
 
 def overlay(image, mask, colour=(255, 0, 255), alpha=0.45):
@@ -106,7 +112,7 @@ def write_sheet(rows, out: Path, **kw) -> Path:
     return out
 
 
-def write_html(rows, run, directory: Path) -> Path:
+def write_html(rows, run, directory: Path, bank=None) -> Path:
     """DIR/index.html + DIR/img/*.png: every cell with its prompt, target outfit, seed, verdict and scores."""
     from reidkit.store.imagecodec import encode_png
 
@@ -129,6 +135,16 @@ def write_html(rows, run, directory: Path) -> Path:
             cls = "" if cell["kept"] else " class='rej'"
             parts.append(f"<td><img src='{name}'{cls}><br>{meta}</td>")
         parts.append("</tr>")
-    parts.append("</table></body></html>")
+    parts.append("</table>")
+    if bank is not None:
+        failed = [e for e in bank.entries.values() if not e.ok]
+        parts.append(f"<h2>clothing bank {html.escape(bank.name)}: {len(bank.entries)} outfits, "
+                     f"{len(failed)} replies did not parse</h2><table>")
+        for e in sorted(bank.entries.values(), key=lambda e: (e.ok, e.key)):
+            flag = "" if e.ok else " <b>parse failure</b>"
+            parts.append(f"<tr><td>{html.escape(e.key)}{flag}</td><td>{html.escape(', '.join(e.items))}</td>"
+                         f"<td><pre>{html.escape(e.raw[:1500])}</pre></td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
     (d / "index.html").write_text("\n".join(parts))
     return d / "index.html"

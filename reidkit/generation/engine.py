@@ -17,8 +17,8 @@ from reidkit.errors import ReidkitError
 from reidkit.generation import seeding
 from reidkit.generation.bank import ensure_bank, outfit_key
 from reidkit.generation.contracts import GenerationItem, Verdict, parse_plugin_spec, resolve_settings
-from reidkit.generation.masking import ensure_masks, masker_plugin
-from reidkit.generation.parts import open_part
+from reidkit.generation.masking import ensure_masks, mask_set_name, masker_plugin
+from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks, open_store
 from reidkit.store.imagecodec import encode_png
 from reidkit.store.runs import KIND as RUN_KIND
@@ -107,6 +107,8 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         "prompt_settings": src_settings,
         "masker": masker if needs_masks else None,
         "masker_settings": mask_settings,
+        "mask_set": mask_set_name(masker, mask_settings) if needs_masks else None,
+        "bank": settings_name(prompts, src_settings, dict(getattr(src_cls, "defaults", {}))),
         "variants": int(variants),
         "seed": int(seed),
         "split": split,

@@ -10,7 +10,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import resolve_settings
-from reidkit.generation.parts import open_part
+from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks
 from reidkit.store.imagecodec import encode_png
 from reidkit.store.masks import KIND, MaskSet
@@ -21,6 +21,14 @@ def masker_plugin(name: str, overrides: dict | None):
 
     cls = get_plugins().get("maskers", name)
     return cls, resolve_settings("masker", name, cls, overrides)
+
+
+def mask_set_name(masker: str, overrides: dict | None) -> str:
+    """Name of the mask set a masker with these settings computes (``--masker store --mask-set set=NAME`` reads any)."""
+    cls, settings = masker_plugin(masker, overrides)
+    if getattr(cls, "existing", None) is not None:
+        return settings.get("set", masker)
+    return settings_name(masker, settings, dict(getattr(cls, "defaults", {})))
 
 
 def ensure_masks(store, masker: str, overrides: dict | None, indices, *, device: str = "cpu", batch_size: int = 16,
@@ -35,7 +43,7 @@ def ensure_masks(store, masker: str, overrides: dict | None, indices, *, device:
         if missing:
             raise ReidkitError(f"masks '{mask_set.name}' cover no image {missing[0]} ({len(missing)} images missing); choose another --masker")
         return mask_set
-    name = mask_name or masker
+    name = mask_name or mask_set_name(masker, overrides)
     if name in store.base_masks:
         raise ReidkitError(f"the store already ships masks named '{name}'; pass another mask name")
     instance = cls(settings, device)

@@ -21,3 +21,14 @@ def open_part(store, kind: str, name: str, info: dict, must_match: tuple[str, ..
         fresh.update(info)
         atomic.write_json_atomic(d / "part.json", fresh, replace=True)
         return d
+
+
+def settings_name(plugin: str, settings: dict, defaults: dict) -> str:
+    """Part name for what a plugin computed: its name with default settings, else name + a settings hash,
+    so other settings never collide with (or get refused by) an existing part."""
+    import hashlib
+
+    if json.dumps(settings, sort_keys=True, default=str) == json.dumps(defaults, sort_keys=True, default=str):
+        return plugin
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{plugin}-{digest}"
