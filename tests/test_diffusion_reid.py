@@ -241,3 +241,22 @@ def test_bad_settings_one_line(world, tmp_path, tiny):
                        ("height=30", "multiples of 8")):
         r = run_cli("expand", store, *gen_args(tiny), "--set", bad)
         assert r.exit_code == 1 and words in r.output, (bad, r.output)
+
+
+def test_reid_confidence_filter_pass_rates_for_several_tau(world, tmp_path, tiny):
+    store = fresh_copy(world, tmp_path)
+    ckpt = tmp_path / "reid"
+    r = run_cli("train", store, "--backbone", "resnet18", "--weights", "none", "--epochs", 1, "--steps-per-epoch", 1,
+                "--batch", "2,2", "--height", 32, "--width", 16, "--num-workers", 0, "--device", "cpu", "--out", ckpt)
+    assert r.exit_code == 0, r.output
+    r = run_cli("expand", store, *gen_args(tiny, per_identity=2), "--name", "f", "--json",
+                "--filter", f"reid-confidence:checkpoint={ckpt},tau=0.2,report_taus=[0.1,0.2,0.3,0.9]")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{"):])
+    rates = summary["pass_rates"]["reid-confidence"]
+    run = open_store(store).runs()["f"]
+    ps = np.array([run.scores(i)["reid-confidence.p"] for i in range(len(run))])
+    assert set(rates) == {"0.1", "0.2", "0.3", "0.9"}
+    for tau, rate in rates.items():  # the report is what the recorded scores say
+        assert rate == pytest.approx(float((ps >= float(tau)).mean()))
+    assert np.array_equal(run.kept(), ps >= 0.2)  # and the run kept exactly those with p >= tau

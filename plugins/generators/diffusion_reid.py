@@ -221,9 +221,13 @@ class DiffusionReidGenerator:
         if ratio > 0:
             cond = cond.clone()
             limit = cond.shape[1] - 1
+
+            def n_tokens(text):
+                return len(pipe.tokenizer(text, truncation=True, max_length=cond.shape[1]).input_ids) - 1
+
             for b, (full, ident, seed) in enumerate(zip(prompts, id_prompts, seeds)):
-                start = min(len(pipe.tokenizer(ident).input_ids) - 1, limit)  # first token after the identity part
-                stop = min(len(pipe.tokenizer(full).input_ids) - 1, limit)  # the end-of-text token stays clean
+                start = min(n_tokens(ident), limit)  # first token after the identity part
+                stop = min(n_tokens(full), limit)  # the end-of-text token stays clean
                 if stop > start:
                     g = torch.Generator("cpu").manual_seed(sub_seed(seed, _EMBED_STREAM))
                     seg = cond[b, start:stop]
