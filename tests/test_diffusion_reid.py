@@ -238,7 +238,7 @@ def test_di_noise_is_bounded_and_seeded(tiny):
 def test_bad_settings_one_line(world, tmp_path, tiny):
     store = fresh_copy(world, tmp_path)
     for bad, words in (("strength=0", "strength"), ("latent_noise=2", "norm ratio"), ("conditioning=ip-adapter", "not built"),
-                       ("height=30", "multiples of 8")):
+                       ("height=30", "multiples of 8"), ("strength=0.2", "at least one step")):
         r = run_cli("expand", store, *gen_args(tiny), "--set", bad)
         assert r.exit_code == 1 and words in r.output, (bad, r.output)
 

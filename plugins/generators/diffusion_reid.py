@@ -94,11 +94,9 @@ class DiffusionReidGenerator:
         "prompts_name": "",
     }
     needs_masks: ClassVar[bool] = False
-    work_unit: ClassVar[str] = "identity"
 
     def __init__(self, settings: dict, device: str):
         from reidkit.errors import PluginError
-
         from reidkit.generation.devices import torch_device
 
         self.settings = s = {**self.defaults, **settings}
@@ -111,6 +109,8 @@ class DiffusionReidGenerator:
                 raise PluginError(f"diffusion-reid: {key} is a norm ratio in [0, 1], got {s[key]}")
         if not 0.0 < float(s["strength"]) <= 1.0:
             raise PluginError(f"diffusion-reid: strength must be in (0, 1], got {s['strength']}")
+        if int(int(s["steps"]) * float(s["strength"])) < 1:  # img2img runs int(steps x strength) denoising steps
+            raise PluginError(f"diffusion-reid: steps x strength must give at least one step, got {s['steps']} x {s['strength']}")
         if int(s["height"]) % 8 or int(s["width"]) % 8:
             raise PluginError(f"diffusion-reid: height and width must be multiples of 8, got {s['height']}x{s['width']}")
         if int(s["per_identity"]) < 1:
@@ -289,9 +289,6 @@ class DiffusionReidGenerator:
         if ident and item.prompt.startswith(ident):
             return ident
         return item.prompt  # unknown split: no token counts as DI, so nothing is perturbed
-
-    def provenance(self) -> dict:
-        return {"identity_prompts": {str(p): v for p, v in sorted(self.identity_prompts.items())}}
 
 
 def read_identity_prompts(d) -> dict[int, str]:
