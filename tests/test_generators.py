@@ -48,6 +48,11 @@ def test_dlcr_composites_onto_untouched_source_deterministically(world, sd, tmp_
     g = info["settings"]["generator_settings"]
     assert g["steps"] == 2 and g["guidance"] == 7.5 and g["strength"] == 1.0 and g["scheduler"] == "ddim"
     assert g["mask_dilate"] == 0 and info["settings"]["generator"] == "dlcr"
+    import h5py
+
+    with h5py.File(a.files[0], "r") as h5:  # each chunk says what made it
+        assert h5.attrs["device"] == "cpu" and h5.attrs["shard"] == "all" and h5.attrs["batch_size"] == 4
+        assert h5.attrs["reidkit_version"] == reidkit.__version__
     # variant 0 and variant 1 of one image differ (own seed, own target outfit)
     assert a.image_bytes(0) != a.image_bytes(1)
 

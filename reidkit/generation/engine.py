@@ -154,8 +154,9 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         filter_instances.append((fname, f))
 
     context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
-    writer = _ChunkWriter(run_dir, tag, chunk_size, {"shard": summary["shard"], "device": dev, "batch_size": int(batch_size),
-                                                     "reidkit_version": __version__})
+    made_by = {"shard": summary["shard"], "device": str(getattr(gen, "device", dev)), "batch_size": int(batch_size),
+               "reidkit_version": __version__}
+    writer = _ChunkWriter(run_dir, tag, chunk_size, made_by)
     own_scores = {fname: [] for fname, _ in filter_instances}  # each filter's unprefixed scores, for its report
     from reidkit.progress import progress_bar
 
