@@ -111,3 +111,21 @@ def test_reid_confidence_without_model_is_one_line(world, tmp_path):
     shutil.copy(world, store_path)
     proc = run_console("expand", store_path, "--variants", "1", "--filter", "reid-confidence")
     assert proc.returncode == 1 and "needs a model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_reid_confidence_from_a_reidkit_train_checkpoint(world, tmp_path):
+    store_path = tmp_path / "w.h5"
+    shutil.copy(world, store_path)
+    ckpt = tmp_path / "reid"
+    trained = run_console("train", store_path, "--backbone", "resnet18", "--weights", "none", "--epochs", "1",
+                          "--steps-per-epoch", "1", "--height", "64", "--width", "32", "--batch", "2,2", "--device", "cpu",
+                          "--eval-every", "0", "--out", ckpt)
+    assert trained.returncode == 0, trained.stderr[-1500:]
+    proc = run_console("expand", store_path, "--variants", "1", "--limit", "3", "--name", "rc", "--json",
+                       "--filter", f"reid-confidence:checkpoint={ckpt},tau=0.0,report_taus=[0.0,1.01]")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    summary = json.loads(proc.stdout)
+    assert summary["kept"] == 3 and summary["pass_rates"]["reid-confidence"] == {"0.0": 1.0, "1.01": 0.0}
+    run = reidkit.open_store(store_path).run("rc")
+    ps = [json.loads(s)["reid-confidence.p"] for s in run.column("scores")]
+    assert all(0.0 < p < 1.0 for p in ps)

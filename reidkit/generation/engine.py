@@ -151,6 +151,8 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
         f = fcls(fsettings, dev, store)
         for attr, obj in ((filter_objects or {}).get(fname) or {}).items():
             setattr(f, attr, obj)
+        if hasattr(f, "load"):  # models load before timing starts
+            f.load()
         filter_instances.append((fname, f))
 
     context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
