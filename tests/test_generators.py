@@ -1,5 +1,4 @@
 """The dlcr generator on a tiny SD inpainting pipeline loaded from a folder, and the recolor generator's rules."""
-import json
 import shutil
 
 import numpy as np

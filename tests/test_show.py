@@ -1,5 +1,4 @@
 """reidkit show: contact sheet PNG and HTML page of a generated run."""
-import shutil
 
 import cv2
 import pytest
