@@ -14,15 +14,16 @@ import click
 @click.option("--variants", type=int, default=None, help="Generated images per training image.")
 @click.option("--backbone", default=None, help="timm model name (default resnet18).")
 @click.option("--ids", type=int, default=None, help="Persons in the synthetic world.")
+@click.option("--lr", type=float, default=None, help="Learning rate of both models (default: the strategy's, 3.5e-4).")
 @click.option("--no-refine", is_flag=True, help="Skip DLCR test-time refinement rows.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data-loading processes.")
-def demo(out, quick, base, epochs, variants, backbone, ids, no_refine, seed, num_workers):
+def demo(out, quick, base, epochs, variants, backbone, ids, lr, no_refine, seed, num_workers):
     """Adapt the synthetic world, expand it with recolor, train a model with and without the
     expansion, evaluate both (standard and clothes-changing) and print them side by side."""
     from reidkit.training.demo import run_demo
 
-    overrides = {k: v for k, v in {"epochs": epochs, "variants": variants, "backbone": backbone, "ids": ids}.items() if v is not None}
+    overrides = {k: v for k, v in {"epochs": epochs, "variants": variants, "backbone": backbone, "ids": ids, "lr": lr}.items() if v is not None}
     summary = run_demo(out, quick=quick, seed=seed, base=base, refine=not no_refine, workers=num_workers, overrides=overrides,
                        echo=lambda m: click.echo(m, err=True))
     print_comparison(summary)

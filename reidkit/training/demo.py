@@ -15,9 +15,11 @@ import numpy as np
 from reidkit.errors import ReidkitError
 
 FULL = {"ids": 48, "outfits": 3, "cameras": 4, "shots": 2, "world_height": 128, "world_width": 64, "variants": 4,
-        "backbone": "resnet18", "height": 64, "width": 32, "epochs": 24, "batch": (8, 4), "progress_epochs": [4, 8, 12]}
+        "backbone": "resnet18", "height": 64, "width": 32, "epochs": 24, "batch": (8, 4), "progress_epochs": [4, 8, 12],
+        "lr": 3.5e-4}
 QUICK = {"ids": 12, "outfits": 3, "cameras": 2, "shots": 1, "world_height": 64, "world_width": 32, "variants": 2,
-         "backbone": "resnet18", "height": 64, "width": 32, "epochs": 2, "batch": (4, 2), "progress_epochs": [1, 2, 3]}
+         "backbone": "resnet18", "height": 64, "width": 32, "epochs": 2, "batch": (4, 2), "progress_epochs": [1, 2, 3],
+         "lr": 3.5e-4}
 PROTOCOLS = ("standard", "cc")
 
 
@@ -45,7 +47,7 @@ def train_config(plugin: str, s: dict, seed: int, generated=None, base="baseline
 
     p, k = s["batch"]
     overrides = {"epochs": s["epochs"], "height": s["height"], "width": s["width"], "ids_per_batch": p, "images_per_id": k,
-                 "seed": seed, "num_workers": workers, "device": "cpu", "amp": "none",
+                 "seed": seed, "num_workers": workers, "device": "cpu", "amp": "none", "lr": s["lr"],
                  # the papers' schedules scaled to a short run: 1 warm-up epoch per 12, one step at 2/3
                  "warmup_epochs": max(1, s["epochs"] // 12), "milestones": [max(1, 2 * s["epochs"] // 3)]}
     if plugin == "progressive":
