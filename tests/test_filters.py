@@ -102,6 +102,9 @@ def test_reid_confidence_keeps_at_or_above_tau_and_records_everything(world, tmp
     assert summary["kept"] == int(kept.sum()) and summary["rejected"] == int((~kept).sum())
     rates = summary["pass_rates"]["reid-confidence"]
     assert rates["0.0"] == 1.0 and rates["1.01"] == 0.0 and rates[str(tau)] == pytest.approx(kept.mean())
+    resumed = run_expand(store_path, variants=3, name="f", filters=["sanity", f"reid-confidence:tau={tau},report_taus=[0.0,{tau},1.01]"],
+                         show_progress=False, filter_objects={"reid-confidence": {"model": tiny_reid}})
+    assert resumed["generated"] == 0 and resumed["pass_rates"] == summary["pass_rates"]  # reported over the whole run
     assert run.info["settings"]["filters"][1] == {"name": "reid-confidence", "settings": {
         "checkpoint": "", "tau": tau, "report_taus": [0.0, tau, 1.01], "batch_size": 64}}
 

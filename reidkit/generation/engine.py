@@ -135,6 +135,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
                "generated": 0, "kept": 0, "rejected": 0, "reject_reasons": {}, "seconds": 0.0, "images_per_s": 0.0,
                "shard": f"{shard[0]}/{shard[1]}" if shard else "all", "pass_rates": {}}
     if not todo:
+        summary["pass_rates"] = run_pass_rates(run_dir, store, filter_specs, device or "auto")
         return summary
 
     dev = device or "auto"
@@ -159,7 +160,6 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     made_by = {"shard": summary["shard"], "device": str(getattr(gen, "device", dev)), "batch_size": int(batch_size),
                "reidkit_version": __version__}
     writer = _ChunkWriter(run_dir, tag, chunk_size, made_by)
-    own_scores = {fname: [] for fname, _ in filter_instances}  # each filter's unprefixed scores, for its report
     from reidkit.progress import progress_bar
 
     start = time.perf_counter()
@@ -168,7 +168,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
             for b in range(0, len(todo), batch_size):
                 items = [make_item(context, k) for k in todo[b : b + batch_size]]
                 outputs, nonfinite = _checked(gen.generate(items), items, generator)
-                verdicts = judge(filter_instances, items, outputs, nonfinite, own_scores)
+                verdicts = judge(filter_instances, items, outputs, nonfinite)
                 for item, out, verdict in zip(items, outputs, verdicts):
                     writer.add(item, out, verdict)
                     summary["generated"] += 1
@@ -180,12 +180,24 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
             writer.flush()  # every finished item is published, also on Ctrl-C
             summary["seconds"] = time.perf_counter() - start
     summary["images_per_s"] = summary["generated"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
-    for fname, f in filter_instances:
-        report = getattr(f, "pass_rates", None)
-        if report is not None:
-            summary["pass_rates"][fname] = report(own_scores[fname])
+    summary["pass_rates"] = run_pass_rates(run_dir, store, filter_specs, dev)
     summary["bank_parse_failures"] = bank.parse_failures if bank is not None else 0
     return summary
+
+
+def run_pass_rates(run_dir, store, filter_specs, device) -> dict:
+    """Each reporting filter's pass rates over every published item of the run (all shards, all sessions)."""
+    reporting = [(fname, fcls, fs) for fname, fcls, fs in filter_specs if hasattr(fcls, "pass_rates")]
+    run = GeneratedRun(run_dir, store)
+    if not reporting or not run.files:
+        return {}
+    stored = [json.loads(s or "{}") for s in run.column("scores")]
+    rates = {}
+    for fname, fcls, fsettings in reporting:
+        prefix = fname + "."
+        own = [{k[len(prefix):]: v for k, v in sc.items() if k.startswith(prefix)} for sc in stored]
+        rates[fname] = fcls(fsettings, device, store).pass_rates(own)  # constructors load nothing
+    return rates
 
 
 def _jsonable(settings: dict) -> dict:
@@ -238,14 +250,12 @@ def _checked(outputs, items, generator):
     return clean, nonfinite
 
 
-def judge(filter_instances, items, outputs, nonfinite, own_scores=None) -> list[Verdict]:
+def judge(filter_instances, items, outputs, nonfinite) -> list[Verdict]:
     """Every filter scores every item (all scores kept); an item is kept when all filters keep it."""
     verdicts = [Verdict(True) for _ in items]
     for fname, f in filter_instances:
         for v, fv in zip(verdicts, f.judge(items, outputs, nonfinite)):
             v.scores.update({f"{fname}.{k}": s for k, s in fv.scores.items()})
-            if own_scores is not None:
-                own_scores[fname].append(fv.scores)
             if not fv.kept and v.kept:
                 v.kept, v.reason = False, f"{fname}: {fv.reason}"
     return verdicts
