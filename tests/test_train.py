@@ -205,3 +205,19 @@ def test_cli_errors_are_one_line(world, tmp_path):
     assert run("train", str(world), "--plugin", "nope") == 1
     assert run("train", str(world), "--batch", "3") == 2
     assert run("train", str(tmp_path / "missing.h5")) == 1
+
+
+def test_config_precedence_defaults_then_file_then_options(tmp_path):
+    from reidkit.training.config import read_config_file, resolve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("plugin: progressive\nbase: baseline\ngenerated: gen\nepochs: 7\nlr: 0.001\nbackbone: {model: resnet18}\n")
+    config = resolve_config(None, read_config_file(path), {"epochs": 3, "lr": None})
+    assert config["plugin"] == "progressive" and config["generated"] == ["gen"]
+    assert config["epochs"] == 3 and config["lr"] == 0.001  # option beats file; an option not given leaves the file's
+    assert config["triplet_weight"] == 1.0 and config["milestones"] == [40, 70]  # BoT defaults under base: baseline
+    assert config["backbone"]["model"] == "resnet18" and config["backbone"]["last_stride"] == 1  # merged key by key
+    assert resolve_config("cal", {}, {})["backbone"]["pooling"] == "maxavg"  # CAL's defaults
+    path.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ReidkitError, match="unknown setting.*learning_rate"):
+        resolve_config("baseline", read_config_file(path), {})
