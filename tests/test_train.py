@@ -120,7 +120,7 @@ def test_pairing_gives_each_real_image_one_variant_of_itself_within_the_pool(wor
 
 # -- strategies: one real optimisation step each ------------------------------------
 @pytest.mark.parametrize("plugin,extra,expected", [
-    ("baseline", {}, {"id", "triplet"}),
+    ("baseline", {"eval_every": 1}, {"id", "triplet", "standard_mAP", "cc_mAP"}),
     ("cal", {"adversarial_start_epoch": 0}, {"id", "clothes", "cal"}),
     ("progressive", {"generated": ["gen"], "adversarial_start_epoch": 0}, {"id", "clothes", "cal"}),
     ("progressive", {"generated": ["gen"], "base": "baseline"}, {"id", "triplet"}),
@@ -134,6 +134,7 @@ def test_each_strategy_takes_a_real_step(world, tmp_path, plugin, extra, expecte
     init, _ = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class)
     summary = train(world, config, tmp_path / "run", progress=False, max_steps=1)
     assert expected <= set(summary) and all(math.isfinite(summary[k]) and summary[k] > 0 for k in expected)
+    assert ("standard_rank1" in summary) == ("eval_every" in extra)  # periodic evaluation lands in the log
     trained = load_file(str(tmp_path / "run" / "model.safetensors"))
     changed = [k for k, v in init.state_dict().items() if not torch.equal(v, trained[k])]
     assert any(k.startswith("backbone.trunk") for k in changed) and any(k.startswith("heads") for k in changed)
