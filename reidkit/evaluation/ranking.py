@@ -88,34 +88,35 @@ class SamePerson:
 
 
 def n_bins(n_gallery: int) -> int:
+    """Histogram bins for a row of ``n_gallery`` items: a power of two, about 8 items a bin."""
     return int(min(MAX_BINS, max(256, 1 << max(0, int(n_gallery // 8).bit_length()))))
 
 
-def _count_le_row(keys: np.ndarray, thresholds: np.ndarray, buf: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """#{g : keys[g] <= t} for each sorted threshold key t of one row, exactly.
+def _count_le_row(keys, t_keys, lo, values, t_values, buf: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """#{g : values[g] <= t} for each sorted threshold t of one row, exactly.
 
-    Keys are binned over [row minimum, farthest threshold] (items beyond share an
-    overflow bin); a histogram gives the count below each threshold's bin, and the
-    items that share a threshold's bin are compared exactly. The bin is a monotone
-    function of the key, so within the selected items "key <= t" minus "bin below
+    keys/t_keys: order-preserving integer keys of values/t_values (``keys`` is
+    overwritten); lo: the row's smallest key. Keys above the farthest threshold
+    are clipped to just above it, then binned over [lo, farthest + 1]; a
+    histogram gives the count below each threshold's bin, and the items that
+    share a threshold's bin are compared exactly. The bin is a monotone function
+    of the value, so within the selected items "value <= t" minus "bin below
     t's bin" is exactly the count inside t's bin.
     """
     utype = keys.dtype.type
-    bins = len(lut) - 1
-    lo = keys.min()
-    shift = utype(max(0, int(thresholds[-1] - lo).bit_length() - (bins.bit_length() - 1)))
-    np.subtract(keys, lo, out=buf)
-    np.right_shift(buf, shift, out=buf)
-    np.minimum(buf, utype(bins), out=buf)
-    hist = np.bincount(buf, minlength=bins + 1)
+    lo = utype(lo)
+    top = utype(t_keys[-1] + utype(1))
+    shift = utype(max(0, int(top - lo).bit_length() - (len(lut).bit_length() - 1)))
+    np.minimum(keys, top, out=keys)
+    np.subtract(keys, lo, out=keys)
+    np.right_shift(keys, shift, out=buf, casting="unsafe")  # now below len(lut): fits any integer type
+    hist = np.bincount(buf, minlength=len(lut))
     below = np.cumsum(hist) - hist
-    t_bin = ((thresholds - lo) >> shift).astype(np.int64)
+    t_bin = ((t_keys - lo) >> shift).astype(np.int64)
     lut[t_bin] = True
     sel = np.flatnonzero(lut[buf])
     lut[t_bin] = False
-    sel_keys = np.sort(keys[sel])
-    sel_bins = np.sort(buf[sel]).astype(np.int64)
-    in_bin = np.searchsorted(sel_keys, thresholds, side="right") - np.searchsorted(sel_bins, t_bin, side="left")
+    in_bin = np.searchsorted(np.sort(values[sel]), t_values, side="right") - np.searchsorted(np.sort(buf[sel]), t_bin, side="left")
     return below[t_bin] + in_bin
 
 
@@ -149,6 +150,7 @@ def positive_ranks(block, same_idx, real, is_pos):
     """
     block = np.asarray(block)
     dtype = np.float32 if block.dtype in (np.float32, np.float16) else np.float64
+    block = np.ascontiguousarray(block, dtype=dtype)
     n_pos = (is_pos & real).sum(1)
     rows = np.flatnonzero(n_pos > 0)
     if len(rows) == 0:
@@ -159,18 +161,25 @@ def positive_ranks(block, same_idx, real, is_pos):
     width = int(n_pos.max())
     s = np.sort(np.where(is_pos, d_same, np.inf), axis=1)[:, :width]
     pad = np.arange(width)[None, :] >= n_pos[:, None]
-    s = np.where(pad, s[np.arange(len(rows)), n_pos - 1][:, None], s)  # padding repeats the farthest positive
+    s = np.ascontiguousarray(np.where(pad, s[np.arange(len(rows)), n_pos - 1][:, None], s))  # padding repeats the farthest positive
+    utype = np.uint32 if dtype == np.float32 else np.uint64
+    magnitude = utype(~(utype(1) << utype(8 * np.dtype(dtype).itemsize - 1)))  # all bits but the sign
     le_all = np.empty((len(rows), width), np.int64)
-    row = np.empty(block.shape[1], dtype)  # per-row buffers stay in cache
-    buf = np.empty(block.shape[1], np.uint32 if dtype == np.float32 else np.uint64)
-    lut = np.zeros(n_bins(block.shape[1]) + 1, bool)
+    keys = np.empty(block.shape[1], utype)  # per-row buffers stay in cache
+    buf = np.empty(block.shape[1], np.int64)
+    lut = np.zeros(n_bins(block.shape[1]), bool)
     for i, r in enumerate(rows):
-        np.add(block[r], 0, out=row, casting="unsafe")
-        low = row.min()
+        x = block[r]
+        low = x.min()
         if np.isnan(low):
             raise ReidkitError("distance matrix holds NaN values")
-        signed = bool(low < 0)
-        le_all[i] = _count_le_row(monotone_keys(row, signed), monotone_keys(s[i], signed), buf, lut)
+        if low >= 0:  # usual case: clearing the sign bit maps -0.0 to +0.0, then bits order like values
+            np.bitwise_and(x.view(utype), magnitude, out=keys)
+            lo = np.array(low, dtype).view(utype) & magnitude
+            le_all[i] = _count_le_row(keys, s[i].view(utype) & magnitude, lo, x, s[i], buf, lut)
+        else:
+            row_keys = monotone_keys(np.add(x, 0, dtype=dtype), True)
+            le_all[i] = _count_le_row(row_keys, monotone_keys(s[i], True), row_keys.min(), x, s[i], buf, lut)
     le_same = _count_le_same(d_same, real, s)
     ranks = np.arange(1, width + 1)[None, :] + le_all - le_same
     ranks[pad] = 0
