@@ -119,7 +119,7 @@ def main():
     for mb, r in results.items():
         report[f"micro_batch_{mb}_images_per_s"] = round(r["images_per_s"], 3)
         achieved = flops_per_image * r["images_per_s"] / 1e12
-        report[f"micro_batch_{mb}_tflops"] = round(achieved, 2)
+        report[f"micro_batch_{mb}_tflops"] = round(achieved, 5)
         peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
         if peak and args.dtype == "bfloat16":
             report[f"micro_batch_{mb}_fraction_of_bf16_peak"] = round(achieved / peak, 4)
