@@ -157,7 +157,7 @@ def positive_ranks(block, same_idx, real, is_pos):
         return rows, np.zeros((0, 0), np.int64), n_pos[rows]
     n_pos, same_idx, real, is_pos = n_pos[rows], same_idx[rows], real[rows], is_pos[rows]
     # Adding 0 turns -0.0 into +0.0, so bit patterns order like values.
-    d_same = np.add(np.take_along_axis(block[rows], same_idx, axis=1), 0, dtype=dtype)
+    d_same = np.add(block[rows[:, None], same_idx], 0, dtype=dtype)
     width = int(n_pos.max())
     s = np.sort(np.where(is_pos, d_same, np.inf), axis=1)[:, :width]
     pad = np.arange(width)[None, :] >= n_pos[:, None]
