@@ -8,7 +8,7 @@ import click
 @click.option("--out", "out", type=click.Path(file_okay=False), default="reidkit-demo", show_default=True,
               help="Folder for the store, runs, results.json, contact sheet and CMC plots (reused on rerun).")
 @click.option("--quick", is_flag=True, help="A reduced world and 2 epochs (about a minute; used by the tests).")
-@click.option("--base", type=click.Choice(["baseline", "cal"]), default="baseline", show_default=True,
+@click.option("--base", type=click.Choice(["baseline", "cal"]), default="cal", show_default=True,
               help="Model trained without and with the expansion (progressive learning on top of it).")
 @click.option("--epochs", type=int, default=None, help="Training epochs of each model.")
 @click.option("--variants", type=int, default=None, help="Generated images per training image.")

@@ -94,7 +94,7 @@ def contact_sheet(store, run, path: Path, rows=6, seed=0):
     return path
 
 
-def run_demo(out, quick=False, seed=0, base="baseline", refine=True, workers=0, overrides=None, echo=print) -> dict:
+def run_demo(out, quick=False, seed=0, base="cal", refine=True, workers=0, overrides=None, echo=print) -> dict:
     """Run every stage; returns {"models": {name: {protocol: metrics}}, "seconds": ..., "files": [...]}."""
     from reidkit import open_store
     from reidkit.evaluation.plots import write_cmc_plot
