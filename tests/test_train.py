@@ -222,3 +222,19 @@ def test_config_precedence_defaults_then_file_then_options(tmp_path):
     path.write_text("epochs: 3\nlearning_rate: 0.1\n")
     with pytest.raises(ReidkitError, match="unknown setting.*learning_rate"):
         resolve_config("baseline", read_config_file(path), {})
+
+
+def test_cli_resume_needs_only_the_run_folder(world, tmp_path):
+    from reidkit.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", str(world), "--plugin", "cal", "--backbone", "resnet18", "--batch", "2,2", "--height", "64", "--width", "32",
+            "--num-workers", "0", "--device", "cpu", "--steps-per-epoch", "1", "--epochs", "1", "--out", str(out)]
+    for argv in (args, ["train", str(world), "--out", str(out), "--resume", "--epochs", "2"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    assert len((out / "log.csv").read_text().splitlines()) == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(world), "--out", str(out), "--resume", "--epochs", "3", "--lr", "0.1"])
+    assert exc.value.code == 1  # a changed setting is refused, not silently applied

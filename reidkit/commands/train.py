@@ -62,6 +62,12 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     if pk:
         ids_per_batch, images_per_id = pk
     file_settings = read_config_file(config_file) if config_file else {}
+    if resume and out and not config_file and (Path(out) / "config.yaml").is_file():
+        # '--resume --out DIR' alone continues with the run's own settings; options given still apply (and are checked)
+        from reidkit.training.checkpoint import read_config
+        from reidkit.training.config import DERIVED_KEYS
+
+        file_settings = {k: v for k, v in read_config(out).items() if k not in DERIVED_KEYS}
     overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
                  "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
                  "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "eval_every": eval_every,

@@ -12,6 +12,8 @@ COMMON = {
     "checkpoint_every": 1, "eval_protocols": None, "eval_batch_size": 128,
     "max_steps_per_epoch": None, "init_from": None,
 }
+# written by the engine into config.yaml (facts about the run, not settings)
+DERIVED_KEYS = ("store", "store_fingerprint", "data", "versions", "world_size")
 # may change between a run and its --resume (the rest must match)
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_every", "checkpoint_every", "eval_protocols", "eval_batch_size", "amp"}
 

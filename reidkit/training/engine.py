@@ -17,7 +17,7 @@ import numpy as np
 from reidkit._version import __version__
 from reidkit.errors import ReidkitError
 from reidkit.training import checkpoint as ckpt
-from reidkit.training.config import RESUMABLE_CHANGES
+from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES
 from reidkit.training.data import IdentityBatchSampler, TrainDataset, build_items
 from reidkit.training.distributed import barrier, setup, teardown
 
@@ -39,7 +39,7 @@ def _check_resume(out: Path, config: dict, store) -> dict:
     if saved.get("store_fingerprint") != store.fingerprint:
         raise ReidkitError(f"{out} was trained on another store (fingerprint {saved.get('store_fingerprint')}); cannot resume on {store.path}")
     for key, value in config.items():
-        if key not in RESUMABLE_CHANGES and key in saved and saved[key] != value and key not in ("data", "store", "versions"):
+        if key not in RESUMABLE_CHANGES and key in saved and saved[key] != value and key not in DERIVED_KEYS:
             raise ReidkitError(f"--resume: setting '{key}' was {saved[key]!r} in {out}, now {value!r} (resume with the same settings)")
     return saved
 
