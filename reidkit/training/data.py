@@ -112,6 +112,7 @@ class IdentityBatchSampler:
         self.variant_limit = variant_limit
         self.rank, self.world = rank, world
         self.epoch = 0
+        self._cache = None
         if items.num_classes < self.p:
             raise ReidkitError(f"batch wants {self.p} persons but the training split has only {items.num_classes}; lower --batch P")
         order = np.argsort(items.source * (items.num_variants + 2) + items.variant + 1, kind="stable")
@@ -123,14 +124,22 @@ class IdentityBatchSampler:
         self.epoch = int(epoch)
 
     def limit(self):
+        return self.limit_at(self.epoch)
+
+    def limit_at(self, epoch):
         if self.variant_limit is None or self.items.num_variants == 0:
             return None
-        return self.variant_limit(self.epoch, self.items.num_variants)
+        return self.variant_limit(epoch, self.items.num_variants)
 
     def batches(self, epoch=None):
         epoch = self.epoch if epoch is None else epoch
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._plan(epoch))
+        return self._cache[1]
+
+    def _plan(self, epoch):
         rng = np.random.default_rng([self.seed, epoch])
-        limit = self.limit()
+        limit = self.limit_at(epoch)
         it = self.items
         pool_mask = it.kind == REAL if limit is not None or it.num_variants == 0 else np.ones(len(it.kind), bool)
         groups = {}
