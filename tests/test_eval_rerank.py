@@ -47,3 +47,14 @@ def test_weight_rows_are_sparse():
     # and each row is a distribution
     sums = np.add.reduceat(rr.v.data, rr.v.indptr[:-1])
     np.testing.assert_allclose(sums, 1.0, atol=1e-12)
+
+
+def test_duplicate_features_tie_by_index_like_a_stable_sort():
+    # Small integer features and Euclidean distances: every distance is exact, so duplicates tie exactly
+    # in both implementations whatever the summation order.
+    rng = np.random.default_rng(11)
+    q = rng.integers(-3, 4, (6, 5)).astype(np.float64)
+    g = rng.integers(-3, 4, (25, 5)).astype(np.float64)
+    g[5:9] = g[4]
+    q[2] = g[4]
+    np.testing.assert_allclose(k_reciprocal(q, g, 4, 2, 0.3, metric="euclidean"), dense(q, g, "euclidean", 4, 2, 0.3), atol=1e-10)
