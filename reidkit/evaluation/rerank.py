@@ -84,6 +84,14 @@ def _expansion_sets(knn: np.ndarray, k1: int, rows: np.ndarray):
     return np.sort(sets, axis=1)
 
 
+def expand_ranges(starts, stops):
+    """For ranges [starts[r], stops[r]): (r of each element, element), concatenated."""
+    lengths = stops - starts
+    which = np.repeat(np.arange(len(starts)), lengths)
+    pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(starts.dtype), lengths) + np.arange(lengths.sum())
+    return which, pos
+
+
 class SparseRows:
     """CSR rows: indptr (n+1), indices, data."""
 
@@ -111,10 +119,7 @@ class SparseRows:
 
     def gather(self, rows):
         """COO (position in rows, col, val) of the given rows."""
-        starts, stops = self.indptr[rows], self.indptr[rows + 1]
-        lengths = stops - starts
-        which = np.repeat(np.arange(len(rows)), lengths)
-        pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        which, pos = expand_ranges(self.indptr[rows], self.indptr[rows + 1])
         return which, self.indices[pos], self.data[pos]
 
 
@@ -181,9 +186,7 @@ class KReciprocal:
         """Final distances of queries start..stop to the whole gallery."""
         q_rows = np.arange(start, stop)
         which, cols, vq = self.v.gather(q_rows)
-        lengths = self.col_ptr[cols + 1] - self.col_ptr[cols]
-        rep = np.repeat(np.arange(len(cols)), lengths)
-        pos = np.repeat(self.col_ptr[cols] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+        rep, pos = expand_ranges(self.col_ptr[cols], self.col_ptr[cols + 1])
         mins = np.minimum(vq[rep], self.col_vals[pos])
         keys = which[rep] * self.ng + self.col_rows[pos]
         temp_min = np.bincount(keys, weights=mins, minlength=len(q_rows) * self.ng).reshape(len(q_rows), self.ng)
