@@ -155,3 +155,12 @@ def test_bad_inputs_are_one_line_errors():
         evaluate_scores([[0.1]], [1], [1], [0], [1], rule="bogus")
     with pytest.raises(ReidkitError, match="clothes"):
         evaluate_scores([[0.1]], [1], [1], [0], [1], rule="cc")
+
+
+def test_per_query_results_of_the_hand_example():
+    # q0 and q2 are valid (q1 has no positive): first matches at ranks 2 and 4, AP 0.5 and 0.25.
+    pq = evaluate_scores(DIST, Q_PIDS, G_PIDS, Q_CAMS, G_CAMS, per_query=True)["per_query"]
+    assert pq["query"].tolist() == [0, 2]
+    assert pq["first"].tolist() == [2, 4]
+    assert pq["ap"] == pytest.approx([0.5, 0.25])
+    assert pq["inp"] == pytest.approx([0.5, 0.25])
