@@ -119,6 +119,8 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
     from reidkit.store import open_store
 
     opened = open_store(store)
+    if device != "cpu":
+        check_device(device)  # before any model is loaded on it
     if (save_features or refine_run) and checkpoint is None:
         raise click.UsageError("--save-features and --refine need --checkpoint DIR")
     if refine_run and (rerank or distance != "cosine"):
@@ -151,8 +153,6 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
             write_cmc_plot(results, plot, title=f"{opened.dataset}: refined with {refine_run}")
         return
     settings = {"k1": k1, "k2": k2, "lambda": lambda_} if rerank else None
-    if device != "cpu":
-        check_device(device)
     run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot)
 
 
