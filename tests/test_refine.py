@@ -61,6 +61,9 @@ def test_eval_checkpoint_saves_features_and_refines_with_query_variants(tmp_path
         return exc.value.code
 
     assert cli("eval", store, "--refine", "q") == 2  # needs --checkpoint
+    write_run(store, "t", variants=1, split="train")
+    assert cli("eval", store, "--checkpoint", tmp_path / "run", "--refine", "t") == 1  # variants of training images: refused
+    assert "no kept variants of the 'query' split" in capsys.readouterr().err
     capsys.readouterr()
     assert cli("eval", store, "--checkpoint", tmp_path / "run", "--save-features", tmp_path / "f.npz", "--json",
                "--protocol", "cc") == 0

@@ -65,20 +65,24 @@ def evaluate_refined(runner, store, features, index, run_name, protocols=None, b
 
     person = person_keys(store)
     run = store.run(run_name)
+    selected = select_protocols(store, protocols)
+    for protocol in selected:  # check everything before extracting anything
+        if protocol.gallery_sampling != "all" or protocol.unit != "image":
+            raise ReidkitError(f"--refine supports image protocols with the whole gallery; '{protocol.name}' is not one")
     kept = np.flatnonzero(run.kept())
+    kept = kept[np.isin(run.source_index()[kept], np.concatenate([store.split(p.query) for p in selected]))]
+    if len(kept) == 0:
+        split = selected[0].query
+        raise ReidkitError(f"run '{run_name}' has no kept variants of the '{split}' split (make one with 'reidkit expand --split {split}')")
     sources = run.source_index()[kept]
     variant_feats = runner.extract_source(run, kept, batch_size=batch_size, description="query variants")
     row_of = {int(i): r for r, i in enumerate(index)}
     results = {}
-    for protocol in select_protocols(store, protocols):
-        if protocol.gallery_sampling != "all" or protocol.unit != "image":
-            raise ReidkitError(f"--refine supports image protocols with the whole gallery; '{protocol.name}' is not one")
+    for protocol in selected:
         q = _subset(store, store.split(protocol.query), protocol.query_cameras)
         g = _subset(store, store.split(protocol.gallery), protocol.gallery_cameras)
         qpos = {int(i): r for r, i in enumerate(q)}
         use = np.array([int(s) in qpos for s in sources], dtype=bool)
-        if not use.any():
-            raise ReidkitError(f"run '{run_name}' has no kept variants of the '{protocol.query}' split (make it with 'reidkit expand --split {protocol.query}')")
         clothes = store.clothes_id if protocol.rule != "standard" else None
         scores = refine_scores(features[[row_of[int(i)] for i in q]], features[[row_of[int(i)] for i in g]],
                                variant_feats[use], [qpos[int(s)] for s in sources[use]], person[q], person[g],
