@@ -22,7 +22,7 @@ def test_version_and_help():
     assert "--ids" in result.output and "--out" in result.output
 
 
-def test_help_imports_no_heavy_library():
+def test_help_imports_no_heavy_library(tmp_path):
     code = (
         "import sys; from reidkit.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
@@ -30,7 +30,7 @@ def test_help_imports_no_heavy_library():
         "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'timm', 'h5py') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert "HEAVY=\n" in out or out.strip().endswith("HEAVY=")
 
 

@@ -22,7 +22,8 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path):
            "train", str(store), "--plugin", "cal", "--backbone", "resnet18", "--epochs", "2", "--batch", "2,2",
            "--height", "64", "--width", "32", "--out", str(out), "--num-workers", "0", "--device", "cpu",
            "--steps-per-epoch", "2", "--seed", "3"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # cwd away from the repository root, so `-m reidkit.cli` runs the installed package
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((out / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert set(ranks[0]) == {"1", "2"} and ranks[0] == ranks[1]  # identical parameters on both ranks, every epoch

@@ -14,7 +14,7 @@ def make_store(directory: Path, ids=8, outfits=3, cameras=2, shots=1) -> Path:
     path = Path(directory) / "world.h5"
     subprocess.run([sys.executable, "-m", "reidkit.cli", "adapt", "synthetic", "--out", str(path), "--ids", str(ids),
                     "--outfits", str(outfits), "--cameras", str(cameras), "--shots", str(shots), "--height", "64",
-                    "--width", "32"], check=True, capture_output=True)
+                    "--width", "32"], check=True, capture_output=True, cwd=path.parent)  # not the repo root: test the installed package
     return path
 
 
