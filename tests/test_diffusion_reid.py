@@ -103,6 +103,8 @@ def fresh_copy(world, tmp_path):
 def gen_args(tiny, per_identity=3, **extra):
     settings = {"model": tiny["sd"], "captioner": tiny["llava"], "per_identity": per_identity, "steps": 2, "height": 32,
                 "width": 16, "caption_tokens": 6, "guidance": 2.0, **extra}
+    if per_identity is None:  # given with the --per-identity flag instead
+        del settings["per_identity"]
     out = ["--generator", "diffusion-reid"]
     for k, v in settings.items():
         out += ["--set", f"{k}={v}"]
@@ -206,7 +208,8 @@ def test_resume_and_shards_equal_one_run(world, tmp_path, tiny):
     r = run_cli("expand", store, *args)  # everything done: nothing generated again
     assert r.exit_code == 0 and len(run_items(store, "dr")[1]) == len(sharded)
     single = fresh_copy(world, tmp_path / "single")
-    assert run_cli("expand", single, *args).exit_code == 0
+    flag_args = (*gen_args(tiny, per_identity=None), "--per-identity", "2", "--name", "dr", "--chunk-size", "2")
+    assert run_cli("expand", single, *flag_args).exit_code == 0
     assert run_items(single, "dr")[1] == sharded
 
 

@@ -74,6 +74,7 @@ def print_summary(summary: dict):
 @click.option("--prompt-set", "prompt_sets", multiple=True, help="Prompt source setting key=value (repeatable).")
 @click.option("--mask-set", "mask_sets", multiple=True, help="Masker setting key=value (repeatable).")
 @click.option("--model", help="Generator model id or local folder (same as --set model=...).")
+@click.option("--per-identity", type=click.IntRange(1), help="Images per identity, for identity-wise generators such as diffusion-reid (same as --set per_identity=N).")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: auto]")
 @click.option("--limit", type=click.IntRange(1), help="Expand only the first N images of the split (trials).")
 @click.option("--config", type=click.Path(path_type=Path), help="YAML file with any of these settings (flags win).")
@@ -81,7 +82,7 @@ def print_summary(summary: dict):
 @click.option("--from", "merge_from", multiple=True, type=click.Path(path_type=Path), help="With --merge: a store file, its .parts folder, or a run folder (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def expand(store, generator, prompts, masker, variants, seed, name, split, batch_size, chunk_size, shard, filters,
-           gen_sets, prompt_sets, mask_sets, model, device, limit, config, merge_name, merge_from, as_json):
+           gen_sets, prompt_sets, mask_sets, model, per_identity, device, limit, config, merge_name, merge_from, as_json):
     """Generate VARIANTS new images per image of STORE's split into a generated run.
 
     Deterministic (same seed, same images), resumable (rerun the same
@@ -113,8 +114,9 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
                              ("masker_settings", mask_sets, "--mask-set")):
         if pairs:
             settings[key] = {**(settings.get(key) or {}), **key_values(pairs, what)}
-    if model:
-        settings["generator_settings"] = {**(settings.get("generator_settings") or {}), "model": model}
+    for key, value in (("model", model), ("per_identity", per_identity)):
+        if value is not None:
+            settings["generator_settings"] = {**(settings.get("generator_settings") or {}), key: value}
     from reidkit.generation import run_expand
 
     summary = run_expand(store, **settings)
