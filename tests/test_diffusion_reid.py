@@ -15,35 +15,7 @@ from reidkit.plugins.generators.identity_prompts import (
     parse_caption,
 )
 from tests.helpers import make_world, run_cli
-from tests.tiny_models import write_clip_tokenizer
-
-
-def build_tiny_img2img(directory, seed=0) -> Path:
-    """A StableDiffusionImg2ImgPipeline folder (4-channel UNet, tiny VAE and CLIP text encoder)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    d = Path(directory)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
-    )
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=32)
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(d / "_tokenizer"))
-    text = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=1,
-        vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=16))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(d)
-    return d
+from tests.tiny_models import build_tiny_img2img
 
 
 CAPTION_WORDS = ["a", "man", "woman", "with", "short", "long", "black", "brown", "hair", "wearing", "red", "blue", "grey",

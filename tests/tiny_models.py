@@ -48,39 +48,59 @@ def write_clip_tokenizer(directory) -> Path:
     return d
 
 
-def build_tiny_inpaint_pipeline(directory, seed: int = 0) -> Path:
-    """A StableDiffusionInpaintPipeline folder: 9-channel UNet, 4-channel VAE (factor 4), tiny CLIP text encoder."""
+# Sizes per pipeline kind: inpainting has a 9-channel UNet (latents + mask + masked image).
+TINY_SD = {
+    "inpaint": {"unet": (16, 32), "in_channels": 9, "vae_blocks": (8, 16, 16), "text_layers": 2},
+    "img2img": {"unet": (8, 16), "in_channels": 4, "vae_blocks": (8, 16), "text_layers": 1},
+}
+
+
+def build_tiny_sd_pipeline(directory, kind: str = "inpaint", seed: int = 0) -> Path:
+    """A tiny Stable Diffusion pipeline folder (``inpaint`` or ``img2img``): UNet, VAE, CLIP text encoder, DDIM."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline,
+                           UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    size = TINY_SD[kind]
     d = Path(directory)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=9, out_channels=4,
+        block_out_channels=size["unet"], layers_per_block=1, sample_size=16, in_channels=size["in_channels"], out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
     )
+    blocks = len(size["vae_blocks"])
     vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=8,
+        block_out_channels=size["vae_blocks"], in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks, norm_num_groups=8,
         sample_size=32,
     )
     tok_dir = write_clip_tokenizer(d / "_tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
+        hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=size["text_layers"],
         vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=16,
     ))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                          requires_safety_checker=False)
+    pipeline_cls = StableDiffusionInpaintPipeline if kind == "inpaint" else StableDiffusionImg2ImgPipeline
+    pipe = pipeline_cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(d)
     shutil.rmtree(tok_dir)  # the pipeline saved its own copy under tokenizer/
     return d
+
+
+def build_tiny_inpaint_pipeline(directory, seed: int = 0) -> Path:
+    """A StableDiffusionInpaintPipeline folder: 9-channel UNet, 4-channel VAE (factor 4), tiny CLIP text encoder."""
+    return build_tiny_sd_pipeline(directory, "inpaint", seed)
+
+
+def build_tiny_img2img(directory, seed: int = 0) -> Path:
+    """A StableDiffusionImg2ImgPipeline folder (4-channel UNet, VAE factor 2, tiny CLIP text encoder)."""
+    return build_tiny_sd_pipeline(directory, "img2img", seed)
 
 
 def build_tiny_segformer(directory, labels: list[str], seed: int = 0, height: int = 64, width: int = 32) -> Path:
