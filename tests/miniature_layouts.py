@@ -433,12 +433,20 @@ def real_size_names(dataset: str) -> dict[str, list[str]]:
         def lines(n, ids):
             return [f"session{i % 3 + 1}/{p:03d}_{c:02d}_{i:04d} {p:03d} u{i % 2}_l1_s1_c1_b1" for p, c, i in _spread(n, ids, 12)]
         return {"train.txt": lines(948, range(1, 76)), "query.txt": lines(834, range(76, 227)), "gallery.txt": lines(1074, range(76, 227))}
+    if dataset == "last":  # person = first field, outfit = last field; test persons are disjoint from train
+        return {
+            "train": [f"{p:06d}/{p:06d}_{i:06d}_{i % 3}.jpg" for p, _, i in _spread(71248, range(0, 5000), 1)],
+            "test/query": [f"{p:06d}_{i:06d}_0.jpg" for p, _, i in _spread(10176, range(5000, 15176), 1)],
+            "test/gallery": [f"{p:06d}/{p:06d}_{i:06d}_1.jpg" for p, _, i in _spread(125353, range(5000, 15176), 1)],
+            "val/query": [f"{p:06d}_{i:06d}_0.jpg" for p, _, i in _spread(4, range(20000, 20002), 1)],
+            "val/gallery": [f"{p:06d}/{p:06d}_{i:06d}_1.jpg" for p, _, i in _spread(4, range(20000, 20002), 1)],
+        }
     raise ValueError(dataset)
 
 
 REAL_FOLDERS = {
     "market1501": "Market-1501-v15.09.15", "dukemtmc": "DukeMTMC-reID", "ltcc": "LTCC_ReID", "vcclothes": "VC-Clothes", "prcc": "prcc",
-    "celebreid": "Celeb-reID", "msmt17": "MSMT17_V1", "ccvid": "CCVID",
+    "celebreid": "Celeb-reID", "msmt17": "MSMT17_V1", "ccvid": "CCVID", "last": "last",
 }
 
 
