@@ -71,6 +71,12 @@ class TinyReid:
         with torch.inference_mode():
             return torch.softmax(self.net(self._batch(images)), 1).numpy()
 
+    def features(self, images):
+        import torch
+
+        with torch.inference_mode():
+            return self.net.forward_head(self.net.forward_features(self._batch(images)), pre_logits=True).numpy()
+
 
 @pytest.fixture(scope="module")
 def tiny_reid(world):
@@ -99,6 +105,15 @@ def test_reid_confidence_keeps_at_or_above_tau_and_records_everything(world, tmp
     assert np.array_equal(kept, p >= tau) and 0 < kept.sum() < len(kept)
     assert all(r.startswith("reid-confidence: p(source id)") for r in reasons[~kept]) and all(r == "" for r in reasons[kept])
     assert all("sanity.change" in s and "reid-confidence.top1" in s for s in scores)
+    # the cosine to the source person's real-feature centroid is recorded too, and is what it says
+    first = 0
+    src = int(run.source_index()[first])
+    pid_rows = store.split("train")[store.pid[store.split("train")] == store.pid[src]][:32]
+    unit = lambda f: f / np.linalg.norm(f, axis=1, keepdims=True)  # noqa: E731
+    centroid = unit(unit(tiny_reid.features([store.image(i) for i in pid_rows])).mean(0, keepdims=True))[0]
+    mine = float(unit(tiny_reid.features([run.image(first)]))[0] @ centroid)
+    assert scores[first]["reid-confidence.centroid_cos"] == pytest.approx(mine, abs=1e-4)
+    assert all(-1.0 <= s["reid-confidence.centroid_cos"] <= 1.0 for s in scores)
     assert summary["kept"] == int(kept.sum()) and summary["rejected"] == int((~kept).sum())
     rates = summary["pass_rates"]["reid-confidence"]
     assert rates["0.0"] == 1.0 and rates["1.01"] == 0.0 and rates[str(tau)] == pytest.approx(kept.mean())
@@ -106,7 +121,7 @@ def test_reid_confidence_keeps_at_or_above_tau_and_records_everything(world, tmp
                          show_progress=False, filter_objects={"reid-confidence": {"model": tiny_reid}})
     assert resumed["generated"] == 0 and resumed["pass_rates"] == summary["pass_rates"]  # reported over the whole run
     assert run.info["settings"]["filters"][1] == {"name": "reid-confidence", "settings": {
-        "checkpoint": "", "tau": tau, "report_taus": [0.0, tau, 1.01], "batch_size": 64}}
+        "checkpoint": "", "tau": tau, "report_taus": [0.0, tau, 1.01], "batch_size": 64, "centroid_images": 32}}
 
 
 def test_reid_confidence_without_model_is_one_line(world, tmp_path):
@@ -132,3 +147,4 @@ def test_reid_confidence_from_a_reidkit_train_checkpoint(world, tmp_path):
     run = reidkit.open_store(store_path).run("rc")
     ps = [json.loads(s)["reid-confidence.p"] for s in run.column("scores")]
     assert all(0.0 < p < 1.0 for p in ps)
+    assert all(-1.0 <= json.loads(s)["reid-confidence.centroid_cos"] <= 1.0 for s in run.column("scores"))

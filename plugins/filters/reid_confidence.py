@@ -5,6 +5,12 @@ classifier over its training identities; kept when p >= ``tau``. Any object
 with ``identity_probs(images) -> N x C array`` and ``label_of_pid``
 (person id -> column) works; from the CLI it is a ``reidkit train`` output
 folder (``checkpoint``), loaded with reidkit.training.inference.load_reid_model.
+
+Also recorded (not used to decide): ``centroid_cos``, the cosine similarity
+between the image's feature and the centroid of the source person's real
+training features (mean of L2-normalised features of up to
+``centroid_images`` images, the first in store order), when the model has
+``features(images)``. methods.md section 2 asks for both scores.
 """
 from __future__ import annotations
 
@@ -15,12 +21,14 @@ from reidkit.generation.contracts import Verdict
 
 
 class ReidConfidenceFilter:
-    defaults = {"checkpoint": "", "tau": 0.5, "report_taus": [0.1, 0.3, 0.5, 0.7, 0.9], "batch_size": 64}
+    defaults = {"checkpoint": "", "tau": 0.5, "report_taus": [0.1, 0.3, 0.5, 0.7, 0.9], "batch_size": 64, "centroid_images": 32}
 
     def __init__(self, settings, device, store):
         self.settings = settings
         self.device = device
+        self.store = store
         self.model = None  # a library caller may hand in a model object instead of a checkpoint
+        self._centroids = {}
 
     def load(self):
         if self.model is not None:
@@ -40,6 +48,9 @@ class ReidConfidenceFilter:
             raise ReidkitError(f"filter 'reid-confidence': the model knows none of these persons (e.g. id {items[0].pid}); "
                                "it must be trained on the split being expanded")
         probs = np.asarray(model.identity_probs(list(outputs)))
+        feats = None
+        if int(self.settings["centroid_images"]) > 0 and hasattr(model, "features"):
+            feats = _unit(np.asarray(model.features(list(outputs)), dtype=np.float64))
         tau = float(self.settings["tau"])
         verdicts = []
         for row, (it, ok) in enumerate(zip(items, known)):
@@ -49,8 +60,19 @@ class ReidConfidenceFilter:
             p = float(probs[row, model.label_of_pid[int(it.pid)]])
             top = int(np.argmax(probs[row]))
             scores = {"p": round(p, 6), "top1": top == model.label_of_pid[int(it.pid)]}
+            if feats is not None:
+                scores["centroid_cos"] = round(float(feats[row] @ self._centroid(model, int(it.pid))), 6)
             verdicts.append(Verdict(True, "", scores) if p >= tau else Verdict(False, f"p(source id) {p:.3f} < tau {tau}", scores))
         return verdicts
+
+    def _centroid(self, model, pid: int) -> np.ndarray:
+        """Unit mean of the unit features of the person's first real training images (cached per person)."""
+        if pid not in self._centroids:
+            train = self.store.split("train")
+            idx = train[(self.store.pid[train] == pid) & ~self.store.junk[train]][: int(self.settings["centroid_images"])]
+            feats = _unit(np.asarray(model.features([self.store.image(i) for i in idx]), dtype=np.float64))
+            self._centroids[pid] = _unit(feats.mean(0, keepdims=True))[0]
+        return self._centroids[pid]
 
     def pass_rates(self, all_scores) -> dict:
         """Share of scored items that each tau of ``report_taus`` would keep (``all_scores``: this filter's scores)."""
@@ -59,3 +81,7 @@ class ReidConfidenceFilter:
         if len(ps) == 0:
             return {}
         return {str(t): float((ps >= float(t)).mean()) for t in self.settings["report_taus"]}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
