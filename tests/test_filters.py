@@ -91,7 +91,7 @@ def test_reid_confidence_keeps_at_or_above_tau_and_records_everything(world, tmp
     own = tiny_reid.identity_probs([store.image(i) for i in store.split("train")])
     labels = [tiny_reid.label_of_pid[int(p)] for p in store.pid[store.split("train")]]
     assert np.mean(own[np.arange(len(labels)), labels]) > 0.5
-    probe = run_expand(store_path, variants=3, name="probe", filters=["reid-confidence:tau=0.0"], show_progress=False,
+    run_expand(store_path, variants=3, name="probe", filters=["reid-confidence:tau=0.0"], show_progress=False,
                        filter_objects={"reid-confidence": {"model": tiny_reid}})
     ps = np.array([json.loads(s)["reid-confidence.p"] for s in store.run("probe").column("scores")])
     tau = float(np.median(ps))  # a threshold that splits this run, so both branches are exercised

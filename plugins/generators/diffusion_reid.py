@@ -194,7 +194,6 @@ class DiffusionReidGenerator:
 
     def pipeline(self):
         if self._pipe is None:
-            import torch
             from diffusers import StableDiffusionImg2ImgPipeline
 
             from reidkit.errors import PluginError

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from reidkit.plugin_manager import KINDS, get_plugins
+from reidkit.plugin_manager import get_plugins
 
 
 @click.command()

@@ -180,7 +180,6 @@ def write_store(
 
 def _write_columns(h5, meta, layout: DatasetLayout, digest) -> str:
     records: list[ImageRecord] = meta["record"]
-    n = len(records)
     images = h5["images"]
     in_train = [("train" in r.splits) for r in records]
     n_sources = len(layout.sources) if layout.sources is not None else 1

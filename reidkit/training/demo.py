@@ -6,7 +6,6 @@ by item), and each training run (resumed from its last epoch).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
