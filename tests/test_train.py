@@ -177,7 +177,7 @@ def test_resume_continues_exactly(world, tmp_path):
 
 
 def test_load_reid_model_round_trip(world, tmp_path):
-    from reidkit.training.inference import load_reid_model
+    from reidkit.evaluation.inference import load_reid_model
 
     train(world, tiny_config("cal"), tmp_path / "run", progress=False, max_steps=2)
     model = load_reid_model(tmp_path / "run", "cpu")

@@ -13,7 +13,7 @@ from tests.train_helpers import make_store
 
 @pytest.mark.slow
 def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path):
-    from reidkit.training.inference import load_reid_model
+    from reidkit.evaluation.inference import load_reid_model
 
     store = make_store(tmp_path)
     out = tmp_path / "runs" / "ddp"

@@ -4,7 +4,7 @@ Score: p(source person | image), the softmax of the model's identity
 classifier over its training identities; kept when p >= ``tau``. Any object
 with ``identity_probs(images) -> N x C array`` and ``label_of_pid``
 (person id -> column) works; from the CLI it is a ``reidkit train`` output
-folder (``checkpoint``), loaded with reidkit.training.inference.load_reid_model.
+folder (``checkpoint``), loaded with reidkit.evaluation.inference.load_reid_model.
 
 Also recorded (not used to decide): ``centroid_cos``, the cosine similarity
 between the image's feature and the centroid of the source person's real
@@ -36,7 +36,7 @@ class ReidConfidenceFilter:
         if not self.settings["checkpoint"]:
             raise ReidkitError("filter 'reid-confidence' needs a model: --filter reid-confidence:checkpoint=TRAIN_OUTPUT_DIR")
         from reidkit.generation.devices import torch_device
-        from reidkit.training.inference import load_reid_model
+        from reidkit.evaluation.inference import load_reid_model
 
         self.model = load_reid_model(self.settings["checkpoint"], torch_device(self.device))
         return self.model

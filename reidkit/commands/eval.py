@@ -23,10 +23,11 @@ def resolve_features(store, features_path=None, **_sources):
     if features_path is not None and checkpoint is not None:
         raise click.UsageError("give --features FILE or --checkpoint DIR, not both")
     if checkpoint is not None:
-        from reidkit.training.engine import eval_indices
+        from reidkit.evaluation.runner import eval_indices
 
         index = eval_indices(store, _sources.get("protocols"))
-        return _sources["model"].extract_source(store, index, description="test features"), index
+        flip = _sources.get("flip", True)
+        return _sources["model"].extract_source(store, index, flip=flip, description="test features"), index
     if features_path is None:
         raise click.UsageError("give --features FILE (an .npz or .h5 with 'features' and 'index') or --checkpoint DIR (a 'reidkit train' run)")
     from reidkit.evaluation.features import load_features
@@ -47,7 +48,7 @@ def check_device(device: str):
 
 def json_rows(results: dict) -> list[dict]:
     keys = ("protocol", "rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery", "rule", "unit",
-            "gallery_sampling", "trials", "seed", "distance", "rerank", "cmc")
+            "gallery_sampling", "trials", "seed", "distance", "rerank", "refine", "refine_settings", "variants", "refined_queries", "cmc")
     return [{k: r[k] for k in keys if k in r} for r in results.values()]
 
 
@@ -108,13 +109,18 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per protocol.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write CMC curves to this PNG.")
 @click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False),
-              help="A 'reidkit train' run folder: extract flip-averaged features with its model (on --device).")
+              help="A 'reidkit train' run folder: extract flip-averaged features with its model (on --device; with --refine: see --refine-flip).")
 @click.option("--save-features", type=click.Path(path_type=Path, dir_okay=False),
               help="With --checkpoint: keep the extracted features (.npz or .h5, 'features' + 'index').")
 @click.option("--refine", "refine_run", default=None,
               help="With --checkpoint: DLCR test-time refinement using query variants of this run ('reidkit expand --split query').")
+@click.option("--refine-variants", default=4, show_default=True, type=click.IntRange(1),
+              help="Refinement: variants used per query (DLCR: 4; the run's first ones by variant number).")
+@click.option("--refine-top", default=5, show_default=True, type=click.IntRange(1), help="Refinement: gallery items re-scored per query (DLCR: 5).")
+@click.option("--refine-flip/--no-refine-flip", default=False, show_default=True,
+              help="Refinement: average features with the mirrored image (DLCR: no; plain evaluation always does, as CAL).")
 def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lambda_, device, seed, as_json, plot,
-                 checkpoint, save_features, refine_run):
+                 checkpoint, save_features, refine_run, refine_variants, refine_top, refine_flip):
     """Evaluate features of STORE's query and gallery images with the store's protocols."""
     from reidkit.store import open_store
 
@@ -127,26 +133,33 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         raise click.UsageError("--refine scores with cosine similarity and no re-ranking")
     model = None
     if checkpoint is not None:
-        from reidkit.training.inference import load_reid_model
+        from reidkit.evaluation.inference import load_reid_model
 
         model = load_reid_model(checkpoint, device)
         if model.config.get("store_fingerprint") != opened.fingerprint:
             click.echo(f"Note: {checkpoint} was trained on another store (fingerprint {model.config.get('store_fingerprint')})", err=True)
+    if refine_run:
+        from reidkit.evaluation.refinement import check_refinable
+
+        check_refinable(opened, protocols)  # before extracting anything
     features, index = resolve_features(opened, features_path=features_path, checkpoint=checkpoint, model=model,
-                                       protocols=[p.name for p in _selected(opened, protocols)])
+                                       protocols=[p.name for p in _selected(opened, protocols)],
+                                       flip=refine_flip if refine_run else True)
     if save_features:
         from reidkit.evaluation.features import save_features as write_features
 
         write_features(save_features, features, index)
         click.echo(f"Wrote features {save_features}", err=True)
     if refine_run:
-        from reidkit.training.refinement import evaluate_refined
+        from reidkit.evaluation.refinement import evaluate_refined
 
-        results = evaluate_refined(model, opened, features, index, refine_run, [p.name for p in _selected(opened, protocols)])
+        results = evaluate_refined(model, opened, features, index, refine_run, [p.name for p in _selected(opened, protocols)],
+                                   variants=refine_variants, top=refine_top, flip=refine_flip)
         if as_json:
             click.echo(json.dumps(json_rows(results), indent=2))
         else:
-            print_table(results, f"{opened.path.name} ({opened.dataset}): cosine, DLCR refinement with '{refine_run}'")
+            print_table(results, f"{opened.path.name} ({opened.dataset}): cosine, DLCR refinement with '{refine_run}' "
+                                 f"(K={refine_variants}, top {refine_top}, {'flip-averaged' if refine_flip else 'no flip'})")
         if plot:
             from reidkit.evaluation.plots import write_cmc_plot
 

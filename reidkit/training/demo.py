@@ -98,8 +98,8 @@ def run_demo(out, quick=False, seed=0, base="cal", refine=True, workers=0, overr
     from reidkit import open_store
     from reidkit.evaluation.plots import write_cmc_plot
     from reidkit.generation.engine import run_expand
-    from reidkit.training.engine import evaluate_runner
-    from reidkit.training.inference import load_reid_model
+    from reidkit.evaluation.runner import evaluate_runner
+    from reidkit.evaluation.inference import load_reid_model
 
     s = {**(QUICK if quick else FULL), **(overrides or {})}
     out = Path(out)

@@ -216,31 +216,11 @@ def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):
 
 def evaluate_during_training(model, store, config, device) -> dict:
     """Rank-1 / mAP of every protocol with the current weights (needs reidkit.evaluation)."""
-    from reidkit.training.inference import ReidModelRunner
+    from reidkit.evaluation.inference import ReidModelRunner
+    from reidkit.evaluation.runner import evaluate_runner
 
     model.eval()
     runner = ReidModelRunner(model, config, device)
     metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"])
     model.train()
     return {f"{p}_{m}": round(float(v[m]), 4) for p, v in metrics.items() for m in ("rank1", "mAP")}
-
-
-def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, rerank=None, num_workers=0):
-    """Extract query + gallery features of every protocol and score them (optionally with refinement)."""
-    from reidkit.evaluation import evaluate_store
-
-    index = eval_indices(store, protocols)
-    features = runner.extract_source(store, index, batch_size=batch_size, num_workers=num_workers, description="test features")
-    if refine_run is None:
-        return evaluate_store(store, features, index, protocols=protocols, rerank=rerank, device="cpu")
-    from reidkit.training.refinement import evaluate_refined
-
-    return evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size)
-
-
-def eval_indices(store, protocols=None) -> np.ndarray:
-    """Store indices of every query and gallery image the chosen protocols use."""
-    from reidkit.evaluation.protocols import select_protocols
-
-    wanted = select_protocols(store, protocols)
-    return np.unique(np.concatenate([np.concatenate([store.split(p.query), store.split(p.gallery)]) for p in wanted]))

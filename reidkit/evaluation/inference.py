@@ -76,10 +76,10 @@ class ReidModelRunner:
                 out.append(torch.softmax(outputs["logits"].float(), 1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.pid_of_label)), np.float32)
 
-    def extract_source(self, source, indices, batch_size=128, num_workers=0, description=None) -> np.ndarray:
-        """Features of a store's (or a generated run's) images by index."""
+    def extract_source(self, source, indices, batch_size=128, num_workers=0, flip=True, description=None) -> np.ndarray:
+        """Features of a store's (or a generated run's) images by index (flip-averaged unless ``flip=False``)."""
         return extract(self.bn_features, source, indices, self.height, self.width, self.device, batch_size, num_workers,
-                       description=description)
+                       flip=flip, description=description)
 
 
 def load_reid_model(checkpoint_dir, device="cpu") -> ReidModelRunner:

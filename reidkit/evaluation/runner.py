@@ -1,0 +1,36 @@
+"""Evaluating a trained model: extract the test features every chosen protocol needs, then score them.
+
+Used by ``reidkit eval --checkpoint``, by evaluation during training and by the demo.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def eval_indices(store, protocols=None) -> np.ndarray:
+    """Store indices of every query and gallery image the chosen protocols use."""
+    from reidkit.evaluation.protocols import select_protocols
+
+    wanted = select_protocols(store, protocols)
+    return np.unique(np.concatenate([np.concatenate([store.split(p.query), store.split(p.gallery)]) for p in wanted]))
+
+
+def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, refine=None, rerank=None, num_workers=0):
+    """Extract query + gallery features of every protocol and score them, optionally with DLCR refinement.
+
+    ``refine``: refinement settings (``variants``, ``top``, ``flip``; DLCR's defaults otherwise). With
+    refinement, the test features are extracted with the refinement's ``flip`` setting (DLCR: none).
+    """
+    from reidkit.evaluation import evaluate_store
+    from reidkit.evaluation.refinement import DEFAULTS, check_refinable, evaluate_refined
+
+    settings = {**DEFAULTS, **(refine or {})}
+    if refine_run is not None:
+        check_refinable(store, protocols)  # before extracting anything
+    index = eval_indices(store, protocols)
+    flip = True if refine_run is None else bool(settings["flip"])
+    features = runner.extract_source(store, index, batch_size=batch_size, num_workers=num_workers, flip=flip,
+                                     description="test features")
+    if refine_run is None:
+        return evaluate_store(store, features, index, protocols=protocols, rerank=rerank, device="cpu")
+    return evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size, **settings)
