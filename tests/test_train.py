@@ -23,29 +23,42 @@ def world(tmp_path_factory):
 
 
 # -- losses ---------------------------------------------------------------------
-def test_cal_loss_matches_hand_computation():
+def _log_p(s, j, negatives):
+    """CAL's log p_j: class j against the other persons' clothes only."""
+    return s[j] - math.log(math.exp(s[j]) + sum(math.exp(s[n]) for n in negatives))
+
+
+def test_cal_loss_two_outfits_target_is_095_005():
     # one sample of a person owning clothes 0 and 1 (true: 0); clothes 2 is another person's
-    cos = torch.tensor([[0.5, 0.2, -0.3]])
+    cos = [0.5, 0.2, -0.3]
     pos = torch.tensor([[1.0, 1.0, 0.0]])
-    lp0 = 0.5 - math.log(math.exp(0.5) + math.exp(-0.3))
-    lp1 = 0.2 - math.log(math.exp(0.2) + math.exp(-0.3))
-    expected = -(0.9 * lp0 + 0.1 * lp1)
-    got = clothes_adversarial(cos, torch.tensor([0]), pos, scale=1.0, epsilon=0.1)
+    # CAL's target: (1 - 0.1) * onehot + 0.1 / |P| * P = [0.95, 0.05, 0]
+    expected = -(0.95 * _log_p(cos, 0, [2]) + 0.05 * _log_p(cos, 1, [2]))
+    got = clothes_adversarial(torch.tensor([cos]), torch.tensor([0]), pos, scale=1.0, epsilon=0.1)
     assert float(got) == pytest.approx(expected, rel=1e-6)
 
 
-def test_cal_loss_single_outfit_puts_all_mass_on_true_class_and_averages_over_batch():
-    cos = torch.tensor([[0.1, 0.4, 0.0], [0.3, -0.2, 0.6]])
-    pos = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
-    s = 16.0
-    # sample 0: only clothes 1 is its person's -> -log p_1 against the two negatives
-    l0 = -(s * 0.4 - math.log(math.exp(s * 0.4) + math.exp(s * 0.1) + math.exp(0.0)))
-    # sample 1: true 2, other own clothes 0 (eps 0.1), negative clothes 1
-    lp2 = s * 0.6 - math.log(math.exp(s * 0.6) + math.exp(-s * 0.2))
-    lp0 = s * 0.3 - math.log(math.exp(s * 0.3) + math.exp(-s * 0.2))
-    l1 = -(0.9 * lp2 + 0.1 * lp0)
-    got = clothes_adversarial(cos, torch.tensor([1, 2]), pos, scale=s, epsilon=0.1)
-    assert float(got) == pytest.approx((l0 + l1) / 2, rel=1e-4)  # float32
+def test_cal_loss_one_outfit_puts_all_mass_on_the_true_class():
+    cos = [0.1, 0.4, 0.0]
+    s = [16.0 * c for c in cos]
+    # only clothes 1 is the person's: target (0.9 + 0.1 / 1) = 1 on it, against the two negatives
+    expected = -_log_p(s, 1, [0, 2])
+    got = clothes_adversarial(torch.tensor([cos]), torch.tensor([1]), torch.tensor([[0.0, 1.0, 0.0]]), scale=16.0, epsilon=0.1)
+    assert float(got) == pytest.approx(expected, abs=1e-6)  # float32
+
+
+def test_cal_loss_three_outfits_and_batch_mean():
+    # sample 0: person owns clothes 0, 1, 3 (true 3), clothes 2 and 4 are others'; sample 1: one outfit (clothes 2)
+    cos = [[0.3, -0.1, 0.2, 0.6, 0.0], [0.1, 0.2, 0.5, -0.4, 0.3]]
+    pos = torch.tensor([[1.0, 1, 0, 1, 0], [0, 0, 1, 0, 0]])
+    eps = 0.1
+    s0 = [2.0 * c for c in cos[0]]
+    s1 = [2.0 * c for c in cos[1]]
+    # target of sample 0: 0.9 + 0.1/3 on clothes 3, 0.1/3 on clothes 0 and 1
+    l0 = -((1 - eps + eps / 3) * _log_p(s0, 3, [2, 4]) + eps / 3 * _log_p(s0, 0, [2, 4]) + eps / 3 * _log_p(s0, 1, [2, 4]))
+    l1 = -_log_p(s1, 2, [0, 1, 3, 4])
+    got = clothes_adversarial(torch.tensor(cos), torch.tensor([3, 2]), pos, scale=2.0, epsilon=eps)
+    assert float(got) == pytest.approx((l0 + l1) / 2, rel=1e-5)
 
 
 def test_label_smoothed_ce_and_batch_hard_triplet_by_hand():
@@ -63,8 +76,11 @@ def test_label_smoothed_ce_and_batch_hard_triplet_by_hand():
 
 # -- data -------------------------------------------------------------------------
 def test_progressive_schedule_follows_methods_thresholds():
-    assert [variant_pool_size(e, 10) for e in (0, 4, 5, 9, 10, 14, 15, 59)] == [2, 2, 5, 5, 7, 7, 10, 10]
+    # e is the 0-based epoch index: p = 0.25 for e <= 5, 0.5 for e <= 10, 0.75 for e <= 15, else 1
+    epochs = (0, 5, 6, 10, 11, 15, 16, 59)
+    assert [variant_pool_size(e, 10) for e in epochs] == [2, 2, 5, 5, 7, 7, 10, 10]
     assert variant_pool_size(0, 2) == 1  # max(1, floor(2 * 0.25))
+    assert variant_pool_size(2, 8, thresholds=(2,), fractions=(0.5, 1.0)) == 4
     assert variant_pool_size(3, 8, thresholds=(2,), fractions=(0.5, 1.0)) == 8
 
 
@@ -121,8 +137,8 @@ def test_pairing_gives_each_real_image_one_variant_of_itself_within_the_pool(wor
 # -- strategies: one real optimisation step each ------------------------------------
 @pytest.mark.parametrize("plugin,extra,expected", [
     ("baseline", {"eval_every": 1}, {"id", "triplet", "standard_mAP", "cc_mAP"}),
-    ("cal", {"adversarial_start_epoch": 0}, {"id", "clothes", "cal"}),
-    ("progressive", {"generated": ["gen"], "adversarial_start_epoch": 0}, {"id", "clothes", "cal"}),
+    ("cal", {"adversarial_start_epoch": 0, "clothes_start_epoch": 0}, {"id", "clothes", "cal"}),
+    ("progressive", {"generated": ["gen"], "adversarial_start_epoch": 0, "clothes_start_epoch": 0}, {"id", "clothes", "cal"}),
     ("progressive", {"generated": ["gen"], "base": "baseline"}, {"id", "triplet"}),
 ])
 def test_each_strategy_takes_a_real_step(world, tmp_path, plugin, extra, expected):
@@ -145,21 +161,121 @@ def test_each_strategy_takes_a_real_step(world, tmp_path, plugin, extra, expecte
 def test_generated_images_stay_out_of_the_clothes_losses():
     from reidkit.plugins.strategies.cal import CalStrategy
 
-    strategy = CalStrategy({**CalStrategy.defaults, "adversarial_start_epoch": 0})
+    strategy = CalStrategy({**CalStrategy.defaults, "adversarial_start_epoch": 0, "clothes_start_epoch": 0})
     torch.manual_seed(0)
     outputs = {"logits": torch.randn(4, 3), "feat": torch.randn(4, 5), "clothes_cos": torch.rand(4, 4) - 0.5,
-               "adversarial_cos": torch.rand(4, 4) - 0.5, "clothes_of_person": torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])}
+               "bn": torch.randn(4, 5), "clothes_weight": torch.randn(4, 5),
+               "clothes_of_person": torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])}
     batch = {"label": torch.tensor([0, 1, 0, 1]), "clothes": torch.tensor([1, 2, -1, -1]), "generated": torch.tensor([False, False, True, True])}
     _, parts = strategy.loss(outputs, batch, epoch=0)
-    real = {k: v[:2] if k != "clothes_of_person" else v for k, v in outputs.items()}
-    _, real_parts = strategy.loss(real, {k: v[:2] for k, v in batch.items()}, epoch=0)
-    assert parts["clothes"] == pytest.approx(real_parts["clothes"]) and parts["cal"] == pytest.approx(real_parts["cal"])
+    aux = strategy.auxiliary_losses(outputs, batch, epoch=0)
+    real = {k: v[:2] if k not in ("clothes_of_person", "clothes_weight") else v for k, v in outputs.items()}
+    real_batch = {k: v[:2] for k, v in batch.items()}
+    _, real_parts = strategy.loss(real, real_batch, epoch=0)
+    assert float(aux["clothes"]) == pytest.approx(float(strategy.auxiliary_losses(real, real_batch, epoch=0)["clothes"]))
+    assert parts["cal"] == pytest.approx(real_parts["cal"])
     assert parts["id"] != pytest.approx(real_parts["id"])  # generated images do join the identity loss
+
+
+def test_cal_schedule_switches_on_at_the_start_epochs():
+    from reidkit.plugins.strategies.cal import CalStrategy
+
+    strategy = CalStrategy({**CalStrategy.defaults, "adversarial_start_epoch": 3, "clothes_start_epoch": 2})
+    assert CalStrategy.defaults["adversarial_start_epoch"] == 25 and CalStrategy.defaults["clothes_start_epoch"] == 25
+    outputs = {"logits": torch.randn(2, 3), "feat": torch.randn(2, 5), "clothes_cos": torch.rand(2, 4), "bn": torch.randn(2, 5),
+               "clothes_weight": torch.randn(4, 5, requires_grad=True), "clothes_of_person": torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])}
+    batch = {"label": torch.tensor([0, 1]), "clothes": torch.tensor([1, 2]), "generated": torch.tensor([False, False])}
+    assert [bool(strategy.auxiliary_losses(outputs, batch, e)) for e in (0, 1, 2, 3)] == [False, False, True, True]
+    assert ["cal" in strategy.loss(outputs, batch, e)[1] for e in (0, 1, 2, 3)] == [False, False, False, True]
+    total, _ = strategy.loss(outputs, batch, 0)
+    total.backward()  # before the start epoch the adversarial term is in the graph with weight 0
+    assert torch.count_nonzero(outputs["clothes_weight"].grad) == 0
+
+
+def test_cal_step_matches_the_reference_two_optimiser_order():
+    """One CAL step written as CAL's reference trains (clothes classifier first, on detached features, with its own
+    Adam; then the backbone with CE + adversarial loss using the updated classifier) equals the engine's step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from reidkit.plugins.strategies.cal import CalStrategy
+    from reidkit.training.engine import _step_side_optimizers
+    from reidkit.training.losses import clothes_adversarial
+
+    class Ctx:
+        world = 1
+
+    settings = {**CalStrategy.defaults, "adversarial_start_epoch": 0, "clothes_start_epoch": 0, "lr": 0.01}
+    strategy = CalStrategy(settings)
+    torch.manual_seed(0)
+    backbone = torch.nn.Linear(6, 5)
+    heads = strategy.build_heads(5, 2, 4, [[0, 1], [2, 3]])
+    ref_backbone, ref_heads = copy.deepcopy(backbone), copy.deepcopy(heads)
+    x = torch.randn(4, 6)
+    batch = {"label": torch.tensor([0, 0, 1, 1]), "clothes": torch.tensor([0, 1, 2, 3]), "generated": torch.zeros(4, dtype=torch.bool)}
+    mask = torch.tensor([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+    for _ in range(2):  # two steps so the second sees Adam state
+        # reidkit: the engine's pieces
+        separate = strategy.separate_optimizers(heads)
+        if not hasattr(strategy, "_opts"):
+            main_params = [p for p in list(backbone.parameters()) + list(heads.parameters()) if p is not heads.clothes and p.requires_grad]
+            strategy._opts = (torch.optim.Adam(main_params, lr=0.01, weight_decay=5e-4),
+                              {"clothes": torch.optim.Adam([heads.clothes], lr=0.01, weight_decay=5e-4)})
+        main_opt, side = strategy._opts
+        f = backbone(x)
+        outputs = heads(f, f)
+        _step_side_optimizers(strategy, side, separate, outputs, batch, 0, Ctx())
+        loss, _ = strategy.loss(outputs, batch, 0)
+        main_opt.zero_grad()
+        loss.backward()
+        main_opt.step()
+        # the reference, written out
+        if not hasattr(ref_heads, "_opts"):
+            ref_main = [p for p in list(ref_backbone.parameters()) + list(ref_heads.identity.parameters()) if p.requires_grad]
+            ref_heads._opts = (torch.optim.Adam(ref_main, lr=0.01, weight_decay=5e-4),
+                               torch.optim.Adam([ref_heads.clothes], lr=0.01, weight_decay=5e-4))
+        opt, opt_cc = ref_heads._opts
+        feats = ref_backbone(x)
+        logits = ref_heads.identity(feats, feats)["logits"]
+        pred_clothes = 16 * F.normalize(feats.detach(), dim=1) @ F.normalize(ref_heads.clothes, dim=1).t()
+        clothes_loss = F.cross_entropy(pred_clothes, batch["clothes"])
+        opt_cc.zero_grad()
+        clothes_loss.backward()
+        opt_cc.step()
+        new_pred = F.normalize(feats, dim=1) @ F.normalize(ref_heads.clothes, dim=1).t()
+        ce = label_smoothed_ce(logits, batch["label"], 0.1)
+        ref_loss = ce + clothes_adversarial(new_pred, batch["clothes"], mask, 16.0, 0.1)
+        opt.zero_grad()
+        ref_loss.backward()
+        opt.step()
+    assert torch.allclose(heads.clothes, ref_heads.clothes, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(backbone.parameters(), ref_backbone.parameters()))
+
+
+def test_clothes_classifier_waits_for_its_start_epoch_and_keeps_a_constant_rate(world, tmp_path):
+    settings = dict(adversarial_start_epoch=1, clothes_start_epoch=1, milestones=[1], lr=1e-3)
+    torch.manual_seed(0)
+    train(world, tiny_config("cal", epochs=1, **settings), tmp_path / "one", progress=False, max_steps=2)
+    train(world, tiny_config("cal", epochs=2, **settings), tmp_path / "two", progress=False, max_steps=2)
+    from reidkit.training.model import build_model
+
+    config = tiny_config("cal", **settings)
+    items = build_items(open_store(world), [])
+    torch.manual_seed(config["seed"])
+    init, _ = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class)
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert torch.equal(one["heads.clothes"], init.state_dict()["heads.clothes"])  # epoch 0: untouched
+    assert not torch.equal(two["heads.clothes"], one["heads.clothes"])  # epoch 1: trained
+    state = torch.load(tmp_path / "two" / "state.pt", weights_only=True)
+    assert state["side_optimizers"]["clothes"]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # no schedule
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # the main one stepped at epoch 1
 
 
 # -- checkpoints ----------------------------------------------------------------------
 def test_resume_continues_exactly(world, tmp_path):
-    settings = dict(generated=["gen"], adversarial_start_epoch=1, progress_epochs=[1], progress_fractions=[0.5, 1.0],
+    settings = dict(generated=["gen"], adversarial_start_epoch=1, clothes_start_epoch=0, progress_epochs=[0], progress_fractions=[0.5, 1.0],
                     milestones=[1], epochs=2)
     straight = train(world, tiny_config("progressive", **settings), tmp_path / "a", progress=False)
     train(world, tiny_config("progressive", **{**settings, "epochs": 1}), tmp_path / "b", progress=False)
@@ -228,7 +344,7 @@ def test_cli_resume_needs_only_the_run_folder(world, tmp_path):
     from reidkit.cli import main
 
     out = tmp_path / "run"
-    args = ["train", str(world), "--plugin", "cal", "--backbone", "resnet18", "--batch", "2,2", "--height", "64", "--width", "32",
+    args = ["train", str(world), "--plugin", "cal", "--backbone", "resnet18", "--weights", "none", "--batch", "2,2", "--height", "64", "--width", "32",
             "--num-workers", "0", "--device", "cpu", "--steps-per-epoch", "1", "--epochs", "1", "--out", str(out)]
     for argv in (args, ["train", str(world), "--out", str(out), "--resume", "--epochs", "2"]):
         with pytest.raises(SystemExit) as exc:
@@ -238,3 +354,29 @@ def test_cli_resume_needs_only_the_run_folder(world, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", str(world), "--out", str(out), "--resume", "--epochs", "3", "--lr", "0.1"])
     assert exc.value.code == 1  # a changed setting is refused, not silently applied
+
+
+# -- augmentation -------------------------------------------------------------------------
+def test_cal_and_bot_training_transforms():
+    import cv2
+
+    from reidkit.plugins.strategies.baseline import BaselineStrategy
+    from reidkit.plugins.strategies.cal import CalStrategy
+    from reidkit.training.data import augment, normalise
+
+    assert CalStrategy.defaults["augment"]["crop"] == "upscale" and BaselineStrategy.defaults["augment"]["crop"] == "pad"
+    assert CalStrategy.defaults["augment"]["erase_fill"] == [0.4914, 0.4822, 0.4465]  # CAL's RandomErasing mean
+    image = (np.arange(16 * 8 * 3) % 251).astype(np.uint8).reshape(16, 8, 3)
+    # CAL's RandomCroping: a window of the image enlarged to round(1.125 x size)
+    out = augment(image, 16, 8, np.random.default_rng(1), {"crop": "upscale", "crop_prob": 1.0, "flip": 0.0, "erase": 0.0})
+    big = normalise(cv2.resize(image, (9, 18), interpolation=cv2.INTER_LINEAR))
+    windows = [big[:, y:y + 16, x:x + 8] for y in range(3) for x in range(2)]
+    assert any(np.array_equal(out, w) for w in windows) and not np.array_equal(out, normalise(image))
+    # erasing fills a rectangle with the reference's values, in normalised units
+    fill = [0.25, -0.5, 0.75]
+    erased = augment(image, 16, 8, np.random.default_rng(2), {"crop": "pad", "pad": 0, "flip": 0.0, "erase": 1.0, "erase_fill": fill})
+    changed = (erased != normalise(image)).any(0)
+    assert changed.any() and all(np.allclose(erased[c][changed], fill[c]) for c in range(3))
+    # BoT: zero padding of 10 pixels then a crop back to the size
+    padded = augment(image, 16, 8, np.random.default_rng(3), {"crop": "pad", "pad": 10, "flip": 0.0, "erase": 0.0})
+    assert padded.shape == (3, 16, 8)

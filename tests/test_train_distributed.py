@@ -18,16 +18,20 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path):
     store = make_store(tmp_path)
     out = tmp_path / "runs" / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # CAL's clothes classifier (its own optimiser, gradients averaged by hand) from epoch 0, the adversarial term from 1
+    (tmp_path / "cal.yaml").write_text("clothes_start_epoch: 0\nadversarial_start_epoch: 1\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reidkit.cli",
-           "train", str(store), "--plugin", "cal", "--backbone", "resnet18", "--epochs", "2", "--batch", "2,2",
+           "train", str(store), "--plugin", "cal", "--backbone", "resnet18", "--weights", "none", "--epochs", "2", "--batch", "2,2",
            "--height", "64", "--width", "32", "--out", str(out), "--num-workers", "0", "--device", "cpu",
-           "--steps-per-epoch", "2", "--seed", "3"]
+           "--steps-per-epoch", "2", "--seed", "3", "--config", str(tmp_path / "cal.yaml")]
     # cwd away from the repository root, so `-m reidkit.cli` runs the installed package
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((out / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert set(ranks[0]) == {"1", "2"} and ranks[0] == ranks[1]  # identical parameters on both ranks, every epoch
     assert ranks[0]["1"] != ranks[0]["2"]  # and they did train
+    log = (out / "log.csv").read_text().splitlines()
+    assert "clothes" in log[0] and "cal" in log[0].split(",")  # both CAL terms ran under DDP
     assert result.stdout.count("trained ") == 1  # rank 0 reports
     import yaml
 

@@ -47,5 +47,5 @@ def tiny_config(plugin="baseline", **settings):
     from reidkit.training.config import resolve_config
 
     config = resolve_config(plugin, {}, {**TINY, "epochs": 1, **settings})
-    config["backbone"] = {**config["backbone"], "model": "resnet18", "last_stride": 1}
+    config["backbone"] = {**config["backbone"], "model": "resnet18", "last_stride": 1, "weights": None}  # random init: no hub
     return config

@@ -6,6 +6,30 @@ from pathlib import Path
 from reidkit.errors import ReidkitError
 
 POOLINGS = ("avg", "max", "maxavg", "gem")
+HUB_WEIGHTS = ("imagenet", "hub")  # weights: imagenet (alias hub) = the model's ImageNet tag below, through timm's hub loading
+# The Re-ID references (BoT, CAL, DLCR) start ResNets from torchvision's ImageNet weights, published by timm as
+# *.tv_in1k; timm's own default tags differ (resnet50 -> resnet50.a1_in1k, another training recipe). Any other
+# model: timm's default pretrained tag, or the tag named in the model itself (model: resnet50.a1_in1k).
+IMAGENET_TAGS = {name: f"{name}.tv_in1k" for name in (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")}
+
+
+def resolve_weights(model="resnet50", weights=None):
+    """What ``weights`` loads for ``model``: a timm pretrained tag (``imagenet``/``hub``), a file path, or None (random init)."""
+    if weights is None or str(weights).lower() in ("", "none"):
+        return None
+    if weights not in HUB_WEIGHTS:
+        return str(weights)
+    if model in IMAGENET_TAGS:
+        return IMAGENET_TAGS[model]
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model) if timm.is_model(model) else None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise ReidkitError(f"timm has no ImageNet weights for '{model}': pass --weights none (random init) or --weights FILE.safetensors")
+    return f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
 
 
 def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True,
@@ -23,10 +47,13 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
         raise ReidkitError(f"unknown pooling '{pooling}' (expected one of: {', '.join(POOLINGS)})")
     if not timm.list_models(model) and not timm.is_model(model):
         raise ReidkitError(f"timm has no model '{model}' (see timm.list_models(), e.g. resnet18, resnet50)")
-    pretrained = weights in ("imagenet", "hub")
-    try:
-        trunk = timm.create_model(model, pretrained=pretrained, num_classes=0, global_pool="", **(model_args or {}))
+    pretrained = weights in HUB_WEIGHTS
+    tag = resolve_weights(model, weights) if pretrained else None
+    try:  # pretrained: timm's Hugging Face hub loading (honours HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE)
+        trunk = timm.create_model(tag or model, pretrained=pretrained, num_classes=0, global_pool="", **(model_args or {}))
     except Exception as exc:  # hub errors when offline, bad names
+        if pretrained and _is_download_error(exc):
+            raise ReidkitError(_unavailable(tag, exc)) from None
         raise ReidkitError(f"cannot build timm model '{model}' (weights={weights}): {str(exc).splitlines()[0]}") from None
     if weights and not pretrained:
         _load_weights(trunk, Path(weights))
@@ -69,6 +96,24 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
             return feat, self.bn(feat)
 
     return TimmReidBackbone()
+
+
+def _is_download_error(exc) -> bool:
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests", "urllib3")
+
+
+def _unavailable(tag: str, exc) -> str:
+    """One line: which weights are missing, why, and the two ways on (random init, a file)."""
+    try:
+        from huggingface_hub import constants
+
+        cache, offline = constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE
+    except Exception:  # pragma: no cover - huggingface_hub comes with timm
+        cache, offline = "the Hugging Face cache", False
+    why = (f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE forbids downloading" if offline
+           else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
+    return (f"ImageNet weights '{tag}' (hub timm/{tag}) are not available: {why}; fetch them once online "
+            f"(they stay in the cache), or pass --weights none (random init) or --weights FILE.safetensors")
 
 
 def _load_weights(trunk, path: Path):

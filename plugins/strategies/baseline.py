@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from reidkit.plugins.strategies.schedule import warmup_step_factor
+from reidkit.training.data import BOT_AUGMENT
 
 
 class BaselineStrategy:
@@ -9,8 +10,8 @@ class BaselineStrategy:
     defaults = {
         "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "warmup_epochs": 10, "warmup_factor": 0.1,
         "milestones": [40, 70], "gamma": 0.1, "ids_per_batch": 16, "images_per_id": 4, "height": 256, "width": 128,
-        "label_smoothing": 0.1, "triplet_margin": 0.3, "triplet_weight": 1.0,
-        "backbone": {"plugin": "timm", "model": "resnet50", "weights": None, "last_stride": 1, "pooling": "avg",
+        "label_smoothing": 0.1, "triplet_margin": 0.3, "triplet_weight": 1.0, "augment": dict(BOT_AUGMENT),
+        "backbone": {"plugin": "timm", "model": "resnet50", "weights": "imagenet", "last_stride": 1, "pooling": "avg",
                      "embedding_dim": 0, "bnneck": True},
     }
 
@@ -50,3 +51,9 @@ class BaselineStrategy:
 
     def variant_limit(self, epoch, num_variants):
         return None  # generated images, if any, are plain extra images of their person
+
+    def separate_optimizers(self, heads) -> dict:
+        return {}  # everything is trained by the main optimiser
+
+    def auxiliary_losses(self, outputs, batch, epoch) -> dict:
+        return {}

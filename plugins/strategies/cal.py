@@ -1,14 +1,16 @@
-"""``cal``: Clothes-based Adversarial Loss (Gu et al., CVPR 2022), as described in methods.md 1.4.
+"""``cal``: Clothes-based Adversarial Loss (Gu et al., CVPR 2022), as CAL's reference code trains it (methods.md 1.4).
 
-One documented difference: the step is a single forward/backward. The
-clothes classifier learns from detached features (so it never moves the
-backbone), and the adversarial term sees the classifier's weights detached
-(so it never moves the classifier); CAL does the same with two optimisers.
+Each step, as CAL: the clothes classifier first learns from detached features
+with its own Adam (constant rate, from ``clothes_start_epoch``); then the
+backbone and identity classifier take their step with the identity loss plus,
+from ``adversarial_start_epoch``, the adversarial loss computed with the
+clothes classifier as just updated.
 """
 from __future__ import annotations
 
 from reidkit.errors import ReidkitError
 from reidkit.plugins.strategies.baseline import BaselineStrategy
+from reidkit.training.data import CAL_AUGMENT
 
 
 class CalStrategy(BaselineStrategy):
@@ -17,8 +19,11 @@ class CalStrategy(BaselineStrategy):
         # CAL: Adam 3.5e-4, wd 5e-4, 60 epochs, x0.1 at 20 and 40, 384x192, 32 images of 4 ids (x8), no warm-up
         "epochs": 60, "warmup_epochs": 0, "milestones": [20, 40], "ids_per_batch": 4, "images_per_id": 8,
         "height": 384, "width": 192, "triplet_weight": 0.0,
-        "clothes_scale": 16.0, "cal_epsilon": 0.1, "adversarial_start_epoch": 25,
+        "clothes_scale": 16.0, "cal_epsilon": 0.1,
+        # START_EPOCH_CC = START_EPOCH_ADV = 25 (0-based); the clothes classifier's own Adam: same lr and wd, constant
+        "adversarial_start_epoch": 25, "clothes_start_epoch": 25, "clothes_lr": None, "clothes_weight_decay": None,
         "backbone": {**BaselineStrategy.defaults["backbone"], "pooling": "maxavg"},
+        "augment": dict(CAL_AUGMENT),  # resize, 1/8 upscale + crop (p 0.5), flip, erasing (p 0.5)
     }
 
     def build_heads(self, feature_dim, num_classes, num_clothes, clothes_of_class):
@@ -42,26 +47,48 @@ class CalStrategy(BaselineStrategy):
 
             def forward(self, feat, bn):
                 out = self.identity(feat, bn)
-                unit = F.normalize(bn, dim=1)
-                weight = F.normalize(self.clothes, dim=1)
-                out["clothes_cos"] = unit.detach() @ weight.t()  # trains the clothes classifier only
-                out["adversarial_cos"] = unit @ weight.detach().t()  # trains the backbone only
+                out["clothes_cos"] = F.normalize(bn.detach().float(), dim=1) @ F.normalize(self.clothes, dim=1).t()
+                out["bn"] = bn  # the adversarial term is computed after the clothes classifier's step (see loss)
+                out["clothes_weight"] = self.clothes
                 out["clothes_of_person"] = self.clothes_of_person
                 return out
 
         return CalHeads()
 
+    def separate_optimizers(self, heads) -> dict:
+        """The clothes classifier's own Adam (constant rate), as CAL's optimizer_cc."""
+        s = self.settings
+        lr = s["lr"] if s.get("clothes_lr") is None else s["clothes_lr"]
+        wd = s["weight_decay"] if s.get("clothes_weight_decay") is None else s["clothes_weight_decay"]
+        return {"clothes": {"params": [heads.clothes], "lr": float(lr), "weight_decay": float(wd)}}
+
+    def auxiliary_losses(self, outputs, batch, epoch) -> dict:
+        """Losses stepped on their own optimiser before ``loss``: the clothes classifier's, from its start epoch."""
+        from reidkit.training.losses import label_smoothed_ce
+
+        real = batch["clothes"] >= 0  # generated images have no clothes label
+        if epoch < self.settings["clothes_start_epoch"] or not real.any():
+            return {}
+        logits = self.settings["clothes_scale"] * outputs["clothes_cos"][real]
+        return {"clothes": label_smoothed_ce(logits, batch["clothes"][real], 0.0)}  # CosFace with margin 0 = CE on s * cos
+
     def loss(self, outputs, batch, epoch):
-        from reidkit.training.losses import clothes_adversarial, label_smoothed_ce
+        import torch.nn.functional as F
+
+        from reidkit.training.losses import clothes_adversarial
 
         s = self.settings
         losses = self.identity_losses(outputs, batch)
-        real = batch["clothes"] >= 0  # generated images have no clothes label
+        real = batch["clothes"] >= 0
         if real.any():
-            clothes = batch["clothes"][real]
-            losses["clothes"] = label_smoothed_ce(s["clothes_scale"] * outputs["clothes_cos"][real], clothes, 0.0)
+            # the clothes classifier's weights as updated this step; they are not trained by this loss
+            # (the main optimiser does not hold them), but stay in the graph so DDP sees every parameter used
+            adversarial_cos = F.normalize(outputs["bn"][real].float(), dim=1) @ F.normalize(outputs["clothes_weight"], dim=1).t()
+            positive = outputs["clothes_of_person"][batch["label"][real]]
+            cal = clothes_adversarial(adversarial_cos, batch["clothes"][real], positive, s["clothes_scale"], s["cal_epsilon"])
             if epoch >= s["adversarial_start_epoch"]:
-                positive = outputs["clothes_of_person"][batch["label"][real]]
-                losses["cal"] = clothes_adversarial(outputs["adversarial_cos"][real], clothes, positive,
-                                                    s["clothes_scale"], s["cal_epsilon"])
-        return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+                losses["cal"] = cal
+            else:
+                losses["cal_inactive"] = 0.0 * cal  # zero gradient before the start epoch, as CAL (which leaves it out)
+        total = sum(losses.values())
+        return total, {k: float(v.detach()) for k, v in losses.items() if k != "cal_inactive"}

@@ -14,7 +14,9 @@ from reidkit.plugins.strategies.baseline import BaselineStrategy
 
 
 class PretrainStrategy(BaselineStrategy):
-    defaults = {**copy.deepcopy(BaselineStrategy.defaults), "epochs": 60, "milestones": [30, 50]}
+    # Diffusion-ReID pre-trains on synthetic identities instead of ImageNet: random start weights
+    defaults = {**copy.deepcopy(BaselineStrategy.defaults), "epochs": 60, "milestones": [30, 50],
+                "backbone": {**BaselineStrategy.defaults["backbone"], "weights": None}}
 
     def on_checkpoint(self, out, model, config, epoch):
         from reidkit.pretrained_backbone import export_backbone

@@ -2,7 +2,7 @@
 
 Every real image in a batch is paired with one generated variant of itself
 (1:1); the variant is drawn from the first max(1, floor(V * p(e))) variants,
-p(e) growing at the set epochs. Generated images carry the source's person
+p(e) growing at the set epochs (e counted from 0). Generated images carry the source's person
 label (identity losses) and no clothes label (out of the clothes losses).
 """
 from __future__ import annotations
@@ -41,6 +41,12 @@ class ProgressiveStrategy:
 
     def lr_factor(self, epoch):
         return self.base.lr_factor(epoch)
+
+    def separate_optimizers(self, heads):
+        return self.base.separate_optimizers(heads)
+
+    def auxiliary_losses(self, outputs, batch, epoch):
+        return self.base.auxiliary_losses(outputs, batch, epoch)
 
     def variant_limit(self, epoch, num_variants):
         from reidkit.training.data import variant_pool_size

@@ -16,15 +16,20 @@ import click
 @click.option("--ids", type=int, default=None, help="Persons in the synthetic world.")
 @click.option("--lr", type=float, default=None, help="Learning rate of both models (default 1e-3: training from scratch).")
 @click.option("--no-refine", is_flag=True, help="Skip DLCR test-time refinement rows.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True,
+              help="Comma-separated run seeds: each draws its own expansion, query variants and training; the table shows mean ± std.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="Data-loading processes.")
-def demo(out, quick, base, epochs, variants, backbone, ids, lr, no_refine, seed, num_workers):
+def demo(out, quick, base, epochs, variants, backbone, ids, lr, no_refine, seeds, num_workers):
     """Adapt the synthetic world, expand it with recolor, train a model with and without the
     expansion, evaluate both (standard and clothes-changing) and print them side by side."""
     from reidkit.training.demo import run_demo
 
     overrides = {k: v for k, v in {"epochs": epochs, "variants": variants, "backbone": backbone, "ids": ids, "lr": lr}.items() if v is not None}
-    summary = run_demo(out, quick=quick, seed=seed, base=base, refine=not no_refine, workers=num_workers, overrides=overrides,
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, e.g. 0,1,2; got '{seeds}'", param_hint="--seeds") from None
+    summary = run_demo(out, quick=quick, seeds=seed_list, base=base, refine=not no_refine, workers=num_workers, overrides=overrides,
                        echo=lambda m: click.echo(m, err=True))
     print_comparison(summary)
     click.echo(f"results: {out}/results.json; contact sheet and CMC plots: " + ", ".join(summary["files"]))
@@ -35,12 +40,21 @@ def print_comparison(summary: dict):
     from rich.console import Console
     from rich.table import Table
 
+    seeds = summary.get("seeds", [])
     protocols = list(next(iter(summary["models"].values())))
-    table = Table(title="synthetic world: without vs with generated data")
+    several = len(seeds) > 1
+    title = "synthetic world: without vs with generated data"
+    title += f" (mean ± std over seeds {', '.join(map(str, seeds))})" if several else f" (seed {seeds[0]})" if seeds else ""
+    table = Table(title=title)
     table.add_column("model")
     for p in protocols:
         table.add_column(f"{p} R1", justify="right")
         table.add_column(f"{p} mAP", justify="right")
-    for name, r in summary["models"].items():
-        table.add_row(name, *(f"{100 * r[p][m]:.1f}" for p in protocols for m in ("rank1", "mAP")))
+
+    def cell(name, p, m):
+        value = f"{100 * summary['models'][name][p][m]:.1f}"
+        return value + (f" ± {100 * summary['spread'][name][p][m]['std']:.1f}" if several else "")
+
+    for name in summary["models"]:
+        table.add_row(name, *(cell(name, p, m) for p in protocols for m in ("rank1", "mAP")))
     Console().print(table)

@@ -55,8 +55,8 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
         if unknown:
             raise ReidkitError(f"unknown setting(s) in {source}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         for key, value in settings.items():
-            if key == "backbone" and isinstance(value, dict):
-                config["backbone"] = {**config.get("backbone", {}), **value}
+            if key in ("backbone", "augment") and isinstance(value, dict):  # nested settings: merge, do not replace
+                config[key] = {**config.get(key, {}), **value}
             else:
                 config[key] = value
     if isinstance(config["generated"], str):

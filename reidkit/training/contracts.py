@@ -44,6 +44,15 @@ class Strategy(Protocol):
     - ``variant_limit(epoch, num_variants)``: how many variants of each real
       image may be drawn this epoch, or ``None`` when generated images are not
       paired with their sources (they are then plain extra training images).
+
+    Optional (the engine treats a strategy without them as having none):
+
+    - ``separate_optimizers(heads)`` -> ``{name: {"params": [...], "lr": float,
+      "weight_decay": float}}``: parameters trained by their own Adam at a
+      constant rate instead of the main optimiser (CAL's clothes classifier).
+    - ``auxiliary_losses(outputs, batch, epoch)`` -> ``{name: loss}``: each is
+      stepped on the separate optimiser of the same name, before ``loss`` is
+      computed, so ``loss`` sees the updated parameters (CAL's order).
     """
 
     defaults: dict

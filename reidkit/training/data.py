@@ -87,8 +87,8 @@ def build_items(store, generated=(), split="train") -> TrainItems:
 
 
 def variant_pool_size(epoch: int, num_variants: int, thresholds=(5, 10, 15), fractions=(0.25, 0.5, 0.75, 1.0)) -> int:
-    """DLCR progressive learning: max(1, floor(V * p(e))), e counted from 1; p(e) = fractions[i] while e <= thresholds[i]."""
-    e = epoch + 1
+    """DLCR progressive learning: max(1, floor(V * p(e))), e the 0-based epoch; p(e) = fractions[i] while e <= thresholds[i]."""
+    e = epoch
     p = fractions[-1]
     for limit, fraction in zip(thresholds, fractions):
         if e <= limit:
@@ -192,23 +192,54 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return ((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
 
 
-def augment(image: np.ndarray, height: int, width: int, rng, flip=0.5, pad=10, erase=0.5) -> np.ndarray:
-    """BoT's training transform: resize, flip, pad + random crop, normalise, random erasing (filled with the mean)."""
+# training transforms of the references (each key a setting under ``augment:``)
+BOT_AUGMENT = {"crop": "pad", "pad": 10, "crop_prob": 1.0, "flip": 0.5, "erase": 0.5, "erase_fill": [0.485, 0.456, 0.406]}
+CAL_AUGMENT = {"crop": "upscale", "pad": 0, "crop_prob": 0.5, "flip": 0.5, "erase": 0.5, "erase_fill": [0.4914, 0.4822, 0.4465]}
+
+
+def augment(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None) -> np.ndarray:
+    """A reference's training transform on HxWx3 uint8 -> normalised 3xHxW float32.
+
+    ``crop: pad`` (BoT): resize, flip, zero-pad ``pad`` pixels and crop back; ``crop: upscale`` (CAL): resize,
+    with ``crop_prob`` enlarge by 1/8 and crop back, flip. Then normalise and, with probability ``erase``, random
+    erasing whose fill is ``erase_fill`` in normalised units (as both references apply it after Normalize).
+    """
+    a = {**BOT_AUGMENT, **(settings or {})}
     image = resize(image, height, width)
-    if rng.random() < flip:
-        image = image[:, ::-1]
-    if pad:
-        padded = np.zeros((height + 2 * pad, width + 2 * pad, 3), image.dtype)
-        padded[pad:pad + height, pad:pad + width] = image
-        y, x = rng.integers(0, 2 * pad + 1, 2)
-        image = padded[y:y + height, x:x + width]
+    if a["crop"] == "upscale":
+        if rng.random() < a["crop_prob"]:
+            image = _upscale_crop(image, height, width, rng)
+        if rng.random() < a["flip"]:
+            image = image[:, ::-1]
+    elif a["crop"] == "pad":
+        if rng.random() < a["flip"]:
+            image = image[:, ::-1]
+        pad = int(a["pad"])
+        if pad and rng.random() < a["crop_prob"]:
+            padded = np.zeros((height + 2 * pad, width + 2 * pad, 3), image.dtype)
+            padded[pad:pad + height, pad:pad + width] = image
+            y, x = rng.integers(0, 2 * pad + 1, 2)
+            image = padded[y:y + height, x:x + width]
+    else:
+        raise ValueError(f"augment.crop must be 'pad' or 'upscale' (got {a['crop']!r})")
     out = normalise(np.ascontiguousarray(image))
-    if rng.random() < erase:
-        _random_erase(out, rng)
+    if rng.random() < a["erase"]:
+        _random_erase(out, rng, np.asarray(a["erase_fill"], np.float32))
     return out
 
 
-def _random_erase(chw: np.ndarray, rng, area=(0.02, 0.4), ratio=0.3):
+def _upscale_crop(image: np.ndarray, height: int, width: int, rng) -> np.ndarray:
+    """CAL's RandomCroping: resize to round(1.125 x size) (bilinear), then a random crop of the original size."""
+    import cv2
+
+    big_w, big_h = int(round(width * 1.125)), int(round(height * 1.125))
+    big = cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
+    x = int(round(rng.uniform(0, big_w - width)))
+    y = int(round(rng.uniform(0, big_h - height)))
+    return big[y:y + height, x:x + width]
+
+
+def _random_erase(chw: np.ndarray, rng, fill: np.ndarray, area=(0.02, 0.4), ratio=0.3):
     _, h, w = chw.shape
     for _ in range(100):
         target = rng.uniform(*area) * h * w
@@ -216,15 +247,16 @@ def _random_erase(chw: np.ndarray, rng, area=(0.02, 0.4), ratio=0.3):
         eh, ew = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
         if 0 < eh < h and 0 < ew < w:
             y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
-            chw[:, y:y + eh, x:x + ew] = 0.0  # 0 = the ImageNet mean after normalisation
+            chw[:, y:y + eh, x:x + ew] = fill[:, None, None]
             return
 
 
 class TrainDataset:
     """Map-style dataset over ``(item, sample_seed)`` keys; the store's HDF5 opens lazily in each worker."""
 
-    def __init__(self, store, items: TrainItems, height: int, width: int, augment_images=True):
+    def __init__(self, store, items: TrainItems, height: int, width: int, augment_images=True, augment_settings=None):
         self.store, self.items = store, items
+        self.augment_settings = augment_settings
         self.runs = [store.run(n) for n in items.run_names]
         self.height, self.width, self.augment_images = int(height), int(width), augment_images
 
@@ -243,7 +275,7 @@ class TrainDataset:
         item, seed = key if isinstance(key, tuple) else (key, 0)
         image = self.image(item)
         if self.augment_images:
-            pixels = augment(image, self.height, self.width, np.random.default_rng(seed))
+            pixels = augment(image, self.height, self.width, np.random.default_rng(seed), self.augment_settings)
         else:
             pixels = normalise(resize(image, self.height, self.width))
         it = self.items

@@ -36,6 +36,8 @@ def _amp_dtype(amp: str, device: str):
 
 def _check_resume(out: Path, config: dict, store) -> dict:
     saved = ckpt.read_config(out)
+    # runs written before backbone.resolved_weights was recorded (it is a fact of the run, recomputed each time)
+    saved.get("backbone", {}).setdefault("resolved_weights", config.get("backbone", {}).get("resolved_weights"))
     if saved.get("store_fingerprint") != store.fingerprint:
         raise ReidkitError(f"{out} was trained on another store (fingerprint {saved.get('store_fingerprint')}); cannot resume on {store.path}")
     for key, value in config.items():
@@ -86,12 +88,15 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
     from reidkit import open_store
     from reidkit.progress import progress_bar
     from reidkit.training.model import build_model
+    from reidkit.training.model import resolved_weights
 
     ctx = setup(config["device"])
     try:
         out = Path(out)
         store = open_store(store_path)
         seed = int(config["seed"])
+        # what backbone.weights loads (imagenet -> e.g. resnet50.tv_in1k), into config.yaml
+        config["backbone"] = {**config["backbone"], "resolved_weights": resolved_weights(config["backbone"])}
         if resume:
             saved = _check_resume(out, config, store)
             config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE_CHANGES}}
@@ -109,14 +114,19 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
         config["world_size"] = ctx.world
 
         torch.manual_seed(seed)
-        model, strategy = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class)
+        model, strategy = build_model(config, items.num_classes, items.num_clothes, items.clothes_of_class,
+                                      start_weights=not resume)  # a resumed run loads its own weights below
         if config.get("init_from"):  # a pre-trained backbone export (reidkit train --init-from); resume overrides it
             from reidkit.pretrained_backbone import load_init
 
             load_init(model.backbone, config["init_from"])
         model.to(ctx.device)
-        params = [p for p in model.parameters() if p.requires_grad]
+        separate = getattr(strategy, "separate_optimizers", lambda heads: {})(model.heads)
+        held = {id(p) for group in separate.values() for p in group["params"]}
+        params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
         optimizer = torch.optim.Adam(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+        side_optimizers = {name: torch.optim.Adam(g["params"], lr=g["lr"], weight_decay=g["weight_decay"])
+                           for name, g in separate.items()}  # constant rate: no scheduler
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, strategy.lr_factor)
         start_epoch = 0
         if resume:
@@ -127,6 +137,8 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             model.load_state_dict(weights)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            for name, opt in side_optimizers.items():
+                opt.load_state_dict(state["side_optimizers"][name])
             torch.set_rng_state(state["torch_rng"])
             start_epoch = int(state["epoch"]) + 1
         if ctx.main:
@@ -143,7 +155,7 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
 
         sampler = IdentityBatchSampler(items, config["ids_per_batch"], config["images_per_id"], seed,
                                        variant_limit=strategy.variant_limit, rank=ctx.rank, world=ctx.world)
-        dataset = TrainDataset(store, items, config["height"], config["width"])
+        dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=config.get("augment"))
         workers = int(config["num_workers"])
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                              pin_memory=ctx.device.startswith("cuda"), persistent_workers=False,
@@ -165,7 +177,9 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                     batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
                     with torch.autocast(ctx.device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         outputs = net(batch["image"])
+                    side_parts = _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, epoch, ctx)
                     loss, parts = strategy.loss(outputs, batch, epoch)
+                    parts = {**side_parts, **parts}
                     if not torch.isfinite(loss):
                         raise ReidkitError(f"loss became {float(loss)} at epoch {epoch + 1} step {steps + 1}; lower --lr or check the data")
                     optimizer.zero_grad(set_to_none=True)
@@ -192,7 +206,8 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                    "data_wait_share": round(wait / seconds, 4), "variant_pool": sampler.limit() or 0}
             last = epoch + 1 == epochs
             if ctx.main and (last or (epoch + 1) % int(config["checkpoint_every"]) == 0):
-                ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch)
+                ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch,
+                                     extra={"side_optimizers": {n: o.state_dict() for n, o in side_optimizers.items()}})
                 if hasattr(strategy, "on_checkpoint"):  # e.g. pretrain exports its backbone
                     strategy.on_checkpoint(out, model, config, epoch)
             if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
@@ -204,6 +219,34 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
         return summary
     finally:
         teardown(ctx)
+
+
+def _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, epoch, ctx) -> dict:
+    """Step each separate optimiser on its auxiliary loss (CAL's clothes classifier) before the main loss is formed.
+
+    Gradients come from torch.autograd.grad, so DDP's hooks stay out of it; ranks average them by hand.
+    """
+    import torch
+
+    losses = getattr(strategy, "auxiliary_losses", lambda *a: {})(outputs, batch, epoch)
+    parts = {}
+    for name, loss in losses.items():
+        if not torch.isfinite(loss):
+            raise ReidkitError(f"{name} loss became {float(loss)} at epoch {epoch + 1}; lower --lr or check the data")
+        params = separate[name]["params"]
+        grads = torch.autograd.grad(loss, params)
+        if ctx.world > 1:
+            import torch.distributed as dist
+
+            for g in grads:
+                dist.all_reduce(g)
+                g /= ctx.world
+        for p, g in zip(params, grads):
+            p.grad = g
+        side_optimizers[name].step()
+        side_optimizers[name].zero_grad(set_to_none=True)
+        parts[name] = float(loss.detach())
+    return parts
 
 
 def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):

@@ -32,11 +32,11 @@ def clothes_adversarial(cosine_logits, clothes, positive_mask, scale=16.0, epsil
     """CAL's loss (Gu et al. 2022): make a person's outfits indistinguishable to the clothes classifier.
 
     ``cosine_logits``: N x C cosine similarities to the clothes classes;
-    ``positive_mask``: N x C, 1 for the clothes classes of the sample's person.
+    ``positive_mask``: N x C, 1 for the clothes classes of the sample's person (the true one included).
     Each class j competes only against other persons' clothes:
     log p_j = s_j - log(exp(s_j) + sum_{n not of this person} exp(s_n)).
-    Target: 1 - eps on the true class, eps spread evenly over the person's
-    other clothes classes (all mass on the true class when there are none).
+    Target, as CAL's reference code: (1 - eps) * onehot(true) + eps / |P| * P, so with two outfits
+    0.95 / 0.05 and with one outfit all mass on the true class.
     """
     import torch
 
@@ -46,8 +46,5 @@ def clothes_adversarial(cosine_logits, clothes, positive_mask, scale=16.0, epsil
     neg_sum = (torch.exp(s) * neg).sum(1, keepdim=True)
     log_prob = s - torch.log(torch.exp(s) + neg_sum)
     true = torch.zeros_like(s).scatter_(1, clothes.view(-1, 1), 1.0)
-    others = pos * (1 - true)
-    n_others = others.sum(1, keepdim=True)
-    eps = torch.where(n_others > 0, torch.full_like(n_others, epsilon), torch.zeros_like(n_others))
-    target = (1 - eps) * true + eps * others / n_others.clamp(min=1)
+    target = (1 - epsilon) * true + epsilon * pos / pos.sum(1, keepdim=True)
     return -(target * log_prob).sum(1).mean()

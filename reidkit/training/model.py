@@ -2,14 +2,32 @@
 from __future__ import annotations
 
 
-def build_model(config: dict, num_classes: int, num_clothes: int, clothes_of_class: list, strategy=None):
-    """Build backbone + heads from a training config (the same call for training and for loading)."""
+def resolved_weights(backbone: dict):
+    """What the backbone's ``weights`` setting loads, recorded in config.yaml as ``backbone.resolved_weights``:
+    for the timm plugin the hub tag that ``imagenet`` resolves to (resnet50 -> resnet50.tv_in1k), else the file or None."""
+    if backbone.get("plugin", "timm") == "timm":
+        from reidkit.plugins.backbones.timm_backbone import resolve_weights
+
+        return resolve_weights(backbone.get("model", "resnet50"), backbone.get("weights"))
+    return backbone.get("weights")
+
+
+def build_model(config: dict, num_classes: int, num_clothes: int, clothes_of_class: list, strategy=None,
+                start_weights=False):
+    """Build backbone + heads from a training config (the same call for training and for loading).
+
+    ``start_weights``: load the backbone's start weights (``weights``: ImageNet from the hub, a file); the
+    engine asks for them when a run starts. Loading a trained model (its own weights follow) skips them, so
+    evaluating or resuming needs neither the hub nor the file.
+    """
     from torch import nn
 
     from reidkit.plugin_manager import get_plugins
     from reidkit.training.config import strategy_factory
 
-    settings = dict(config["backbone"])
+    settings = {k: v for k, v in config["backbone"].items() if k != "resolved_weights"}  # a record, not a setting
+    if not start_weights and settings.get("weights") is not None:
+        settings["weights"] = None
     backbone = get_plugins().get("backbones", settings.pop("plugin", "timm"))(**settings)
     strategy = strategy or strategy_factory(config["plugin"])(config)
     heads = strategy.build_heads(backbone.feature_dim, num_classes, num_clothes, clothes_of_class)
