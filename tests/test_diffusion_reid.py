@@ -210,6 +210,67 @@ def test_di_noise_is_bounded_and_seeded(tiny):
     assert float(diff[stop:].abs().max()) == 0.0
 
 
+def test_diffusion_noise_drawn_on_the_cpu_from_each_items_seed(tiny, monkeypatch):
+    """The pipeline's noise (img2img start noise and, with an ancestral scheduler, every step's noise) comes from
+    CPU generators seeded with the item's seed, whatever the generator's device, and is the same in any micro-batch."""
+    import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img as img2img_module
+    import diffusers.schedulers.scheduling_euler_ancestral_discrete as euler_a_module
+    import torch
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from reidkit.generation.contracts import GenerationItem
+    from reidkit.plugins.generators.diffusion_reid import DiffusionReidGenerator
+
+    g = DiffusionReidGenerator({"model": tiny["sd"], "height": 32, "width": 16, "steps": 4, "strength": 0.5, "guidance": 2.0}, "cpu")
+    pipe = g.pipeline()
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)  # draws noise at every step
+    g.device, on_cuda = torch.device("cuda"), g.noise_generators([1, 2])  # not used to compute: only the generators' device
+    g.device = torch.device("cpu")
+    assert [x.device.type for x in on_cuda] == ["cpu", "cpu"]
+
+    draws, made = {}, []  # item seed -> its noise tensors in draw order; the generator lists generate() made
+    real_noise_generators = g.noise_generators
+
+    def recording_generators(seeds):
+        made.append(real_noise_generators(seeds))
+        return made[-1]
+
+    def spy(module):
+        real = module.randn_tensor
+
+        def randn_tensor(shape, generator=None, device=None, dtype=None, **kw):
+            out = real(shape, generator=generator, device=device, dtype=dtype, **kw)
+            assert isinstance(generator, list) and generator is made[-1]  # generate()'s own per-item generators
+            assert all(x.device.type == "cpu" for x in generator) and len(generator) == out.shape[0]
+            for row, x in zip(out, generator):
+                draws.setdefault(x.initial_seed(), []).append(row.clone())
+            return out
+        monkeypatch.setattr(module, "randn_tensor", randn_tensor)
+
+    monkeypatch.setattr(g, "noise_generators", recording_generators)
+    spy(img2img_module)
+    spy(euler_a_module)
+    rng = np.random.default_rng(0)
+    seeds = [11, 12, 13]
+    items = [GenerationItem(source_index=i, variant=0, image=rng.integers(0, 255, (32, 16, 3), dtype=np.uint8), mask=None,
+                            label_map=None, labels=[], clothing=[], target_key="", items=[],
+                            prompt="a photo of a man, seen from the front", seed=sd, pid=1, camera=0)
+             for i, sd in enumerate(seeds)]
+    by_batch = {}
+    for micro_batch in (1, 3):
+        g.settings["micro_batch"] = micro_batch
+        draws.clear()
+        g.generate(items)
+        by_batch[micro_batch] = {sd: list(v) for sd, v in draws.items()}
+    one, three = by_batch[1], by_batch[3]
+    assert set(one) == set(seeds) and all(len(one[sd]) == 1 + 2 for sd in seeds)  # start noise + 2 steps (4 x 0.5)
+    for sd in seeds:
+        assert all(torch.equal(a, b) for a, b in zip(one[sd], three[sd]))  # batching does not change an item's noise
+        cpu = torch.Generator("cpu").manual_seed(sd)
+        for drawn in one[sd]:  # each draw is the next draw of a CPU generator seeded with the item's seed
+            assert torch.equal(drawn, torch.randn((1, *drawn.shape), generator=cpu, dtype=drawn.dtype)[0])
+
+
 def test_bad_settings_one_line(world, tmp_path, tiny):
     store = fresh_copy(world, tmp_path)
     for bad, words in (("strength=0", "strength"), ("latent_noise=2", "norm ratio"), ("conditioning=ip-adapter", "not built"),

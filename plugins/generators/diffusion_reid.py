@@ -270,7 +270,7 @@ class DiffusionReidGenerator:
             id_prompts = [self.identity_prompt_of(it) for it in batch]
             cond, uncond = self._embeddings(pipe, [it.prompt for it in batch], id_prompts, seeds)
             latents = self._start_latents(pipe, [it.image for it in batch], seeds)
-            gens = [torch.Generator(self.device).manual_seed(sd) for sd in seeds]
+            gens = self.noise_generators(seeds)
             with torch.inference_mode():
                 result = pipe(
                     prompt_embeds=cond, negative_prompt_embeds=uncond, image=latents, strength=float(s["strength"]),
@@ -281,6 +281,15 @@ class DiffusionReidGenerator:
                 h, w = it.image.shape[:2]
                 out.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
         return out
+
+    @staticmethod
+    def noise_generators(seeds: list[int]):
+        """One CPU generator per item, seeded with the item's seed: the pipeline draws each item's diffusion noise
+        (img2img's start noise, and any scheduler-step noise: eta > 0, ancestral samplers) from it on the CPU and
+        moves it to the device (diffusers' randn_tensor), so the draws do not depend on the device or the batch."""
+        import torch
+
+        return [torch.Generator("cpu").manual_seed(int(sd)) for sd in seeds]
 
     def identity_prompt_of(self, item) -> str:
         """The identity part of an item's prompt (what DI noise must not touch)."""

@@ -1,21 +1,32 @@
 """The ``llava-llama`` prompt source: DLCR's clothing bank (methods.md 1.2).
 
 A vision-language model answers ``question`` for every training image
-(batched, sampled at temperature 0.2); the answers of one outfit (clothes
-id) are joined and cut to ``max_words`` words; a chat LLM is asked
-``instruction`` once per outfit (temperature 0.6, top-p 0.9); its reply is
-parsed into items (lowercase, no commas, items of 3+ characters). Replies
-that do not parse are counted (BankEntry.ok = False) and fall back to the
-joined answers cut to ``fallback_words`` words as one item.
+(batched, sampled at temperature 0.2, up to ``vlm_max_new_tokens`` = 1024 new
+tokens as in DLCR); the answers of one outfit (clothes id) are joined and cut
+to ``max_words`` words (split on single spaces, as DLCR does); a chat LLM is
+asked ``instruction`` once per outfit (temperature 0.6, top-p 0.9, up to
+``llm_max_new_tokens`` = 511 new tokens with prompt + reply at most
+``llm_max_seq_len`` = 512 tokens, DLCR's Llama limits); its reply is turned
+into items by the ``postprocess`` rule (parsing.py; default ``dlcr``:
+lowercase, no commas, items of 3+ characters); the bank joins the items with
+``separator`` (default " ", DLCR) into the diffusion prompt. Replies that
+give no item are counted (BankEntry.ok = False) and get, by ``fallback``, an
+empty prompt (``none``, DLCR) or the joined answers cut to ``fallback_words``
+words as one item (``answers``). Answers and replies that stopped at their
+token limit are counted (``counts``: truncated_answers, truncated_replies;
+shown by ``reidkit expand``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from reidkit.errors import ReidkitError
+from reidkit.errors import PluginError, ReidkitError
 from reidkit.generation.contracts import BankEntry
 
 FALLBACK_VLM_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
+# LLaVA's llava_v1 conversation (DLCR's conv mode) opens with this system line; HF's llava-1.5 template has none
+LLAVA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+                   "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 
 
 def _seed_all(seed: int):
@@ -34,22 +45,43 @@ class LlavaLlamaPrompts:
         "question": "What clothes is the person wearing?",
         "instruction": "Extract the clothing items from the following text: {text}",
         "vlm_temperature": 0.2,
+        "vlm_system": LLAVA_V1_SYSTEM,  # put before the templated question ('' for none)
+        "vlm_image": "pad",  # LLaVA-1.5 (image_aspect_ratio pad): square with the mean colour; 'processor': as the processor does
         "llm_temperature": 0.6,
         "llm_top_p": 0.9,
         "max_words": 200,
         "images_per_outfit": 0,  # 0: every image of the outfit (DLCR)
-        "vlm_max_new_tokens": 60,
-        "llm_max_new_tokens": 96,
+        "vlm_max_new_tokens": 1024,  # DLCR: LLaVA's max_new_tokens
+        "llm_max_new_tokens": 511,  # DLCR: Llama's max_gen_len = max_seq_len - 1
+        "llm_max_seq_len": 512,  # DLCR: prompt + reply within 512 tokens (0: no such limit)
         "batch_size": 8,
-        "min_item_chars": 3,
+        "postprocess": "dlcr",  # how a reply becomes items: dlcr | reidkit (parsing.py)
+        "min_item_chars": 3,  # DLCR: items of at most 2 characters dropped
+        "max_item_words": 0,  # 0: no limit (DLCR); reidkit's former rule used 6
+        "separator": " ",  # items joined into the prompt with it (DLCR: " "); names: space, comma
+        "fallback": "none",  # a reply with no item: none = empty prompt (DLCR), answers = the joined answers
         "fallback_words": 12,
         "seed": 0,
         "dtype": "auto",
     }
 
     def __init__(self, settings, device):
-        self.s = settings
+        from reidkit.plugins.prompts.parsing import RULES
+
+        self.s = settings = {**self.defaults, **settings}
         self.device = device
+        self.counts = {"truncated_answers": 0, "truncated_replies": 0}  # filled by build; kept with the bank
+        if settings["postprocess"] not in RULES:
+            raise PluginError(f"llava-llama: postprocess must be one of {', '.join(RULES)}, got '{settings['postprocess']}'")
+        if settings["vlm_image"] not in ("pad", "processor"):
+            raise PluginError(f"llava-llama: vlm_image must be pad or processor, got '{settings['vlm_image']}'")
+        if settings["fallback"] not in ("none", "answers"):
+            raise PluginError(f"llava-llama: fallback must be none or answers, got '{settings['fallback']}'")
+        if not isinstance(settings["separator"], str) or not settings["separator"]:
+            raise PluginError("llava-llama: separator must be a non-empty string (on the command line: space or comma)")
+        for key in ("vlm_max_new_tokens", "llm_max_new_tokens"):
+            if int(settings[key]) < 1:
+                raise PluginError(f"llava-llama: {key} must be >= 1, got {settings[key]}")
 
     # -- models -----------------------------------------------------------------
     def _dtype(self):
@@ -64,8 +96,9 @@ class LlavaLlamaPrompts:
         except (OSError, ValueError) as exc:
             raise ReidkitError(f"cannot load {what} '{self.s[what]}': {str(exc).strip().splitlines()[0]}") from None
 
-    def answer_all(self, images: list[np.ndarray], progress=None) -> list[str]:
-        """The VLM's answer to ``question`` for each image (batched, seeded per batch)."""
+    def answer_all(self, images: list[np.ndarray], progress=None) -> tuple[list[str], list[bool]]:
+        """The VLM's answer to ``question`` for each image (batched, seeded per batch), and whether each
+        stopped at ``vlm_max_new_tokens`` (cut) instead of ending by itself."""
         import torch
         from PIL import Image
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -83,24 +116,34 @@ class LlavaLlamaPrompts:
             text = processor.apply_chat_template(messages, add_generation_prompt=True)
         else:
             text = FALLBACK_VLM_TEMPLATE.format(question=self.s["question"])
-        bs, out = int(self.s["batch_size"]), []
+        if self.s["vlm_system"] and not text.startswith(self.s["vlm_system"]):
+            text = f"{self.s['vlm_system']} {text}"  # llava_v1: system, ' ', 'USER: ...'
+        bs, out, cut = int(self.s["batch_size"]), [], []
+        limit, ends = int(self.s["vlm_max_new_tokens"]), end_ids(model, tok)
+        mean = getattr(getattr(processor, "image_processor", None), "image_mean", None) or [0.5, 0.5, 0.5]
+        fill = tuple(int(x * 255) for x in mean)  # LLaVA's expand2square background
+        square = self.s["vlm_image"] == "pad"  # a tall Re-ID crop would otherwise lose head and feet to a centre crop
         for b, start in enumerate(range(0, len(images), bs)):
-            batch = [Image.fromarray(im) for im in images[start : start + bs]]
+            batch = [Image.fromarray(pad_to_square(im, fill) if square else im) for im in images[start : start + bs]]
             inputs = processor(images=batch, text=[text] * len(batch), padding=True, return_tensors="pt").to(self.device)
             inputs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inputs.items()}
             _seed_all(int(np.random.SeedSequence([int(self.s["seed"]), 0, b]).generate_state(1)[0]))
             with torch.inference_mode():
                 ids = model.generate(**inputs, do_sample=True, temperature=float(self.s["vlm_temperature"]),
-                                     max_new_tokens=int(self.s["vlm_max_new_tokens"]))
-            out.extend(t.strip() for t in processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+                                     max_new_tokens=limit)
+            rows, hit = new_tokens(ids, inputs["input_ids"].shape[1], [limit] * len(batch), ends)
+            out.extend(t.strip() for t in processor.batch_decode(rows, skip_special_tokens=True))
+            cut.extend(hit)
             if progress:
                 progress(len(out))
         del model
         self._free()
-        return out
+        return out, cut
 
-    def extract_all(self, texts: list[str], progress=None) -> list[str]:
-        """The chat LLM's reply to ``instruction`` for each outfit's joined answers."""
+    def extract_all(self, texts: list[str], progress=None) -> tuple[list[str], list[bool]]:
+        """The chat LLM's reply to ``instruction`` for each outfit's joined answers, and whether each was cut
+        at its limit: ``llm_max_new_tokens``, and (``llm_max_seq_len`` > 0) prompt + reply within
+        ``llm_max_seq_len`` tokens, each prompt by its own length as in DLCR (one dialog at a time)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,20 +162,25 @@ class LlavaLlamaPrompts:
                                                        add_generation_prompt=True))
             else:
                 prompts.append(instruction)
-        bs, out = int(self.s["batch_size"]), []
+        bs, out, cut = int(self.s["batch_size"]), [], []
+        limit, total, ends = int(self.s["llm_max_new_tokens"]), int(self.s["llm_max_seq_len"]), end_ids(model, tok)
         for b, start in enumerate(range(0, len(prompts), bs)):
             inputs = tok(prompts[start : start + bs], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            lengths = inputs["attention_mask"].sum(1).tolist()  # each prompt's own length (left padding excluded)
+            caps = [max(0, min(limit, total - int(n))) if total > 0 else limit for n in lengths]
             _seed_all(int(np.random.SeedSequence([int(self.s["seed"]), 1, b]).generate_state(1)[0]))
             with torch.inference_mode():
                 ids = model.generate(**inputs, do_sample=True, temperature=float(self.s["llm_temperature"]),
-                                     top_p=float(self.s["llm_top_p"]), max_new_tokens=int(self.s["llm_max_new_tokens"]),
+                                     top_p=float(self.s["llm_top_p"]), max_new_tokens=max(1, max(caps)),
                                      pad_token_id=tok.pad_token_id)
-            out.extend(tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+            rows, hit = new_tokens(ids, inputs["input_ids"].shape[1], caps, ends)
+            out.extend(tok.batch_decode(rows, skip_special_tokens=True))
+            cut.extend(hit)
             if progress:
                 progress(len(out))
         del model
         self._free()
-        return out
+        return out, cut
 
     def _free(self):
         import gc
@@ -145,25 +193,58 @@ class LlavaLlamaPrompts:
 
     # -- the bank ---------------------------------------------------------------
     def build(self, store, groups, progress=None):
-        from reidkit.plugins.prompts.parsing import cut_words, parse_items
+        from reidkit.plugins.prompts.parsing import cut_words, cut_words_dlcr, reply_items
 
         keys = list(groups)
         per = int(self.s["images_per_outfit"])
         jobs = [(k, int(i)) for k in keys for i in (groups[k][:per] if per > 0 else groups[k]).tolist()]
         n_keys = len(keys)
-        answers = self.answer_all([store.image(i) for _, i in jobs],
-                                  progress=(lambda n: progress(0.5 * n_keys * n / len(jobs))) if progress else None)
+        answers, answers_cut = self.answer_all([store.image(i) for _, i in jobs],
+                                               progress=(lambda n: progress(0.5 * n_keys * n / len(jobs))) if progress else None)
         joined = {k: [] for k in keys}
         for (k, _), a in zip(jobs, answers):
             joined[k].append(a)
-        texts = [cut_words(" ".join(joined[k]), int(self.s["max_words"])) for k in keys]
-        replies = self.extract_all(texts, progress=(lambda n: progress(0.5 * n_keys + 0.5 * n)) if progress else None)
+        texts = [cut_words_dlcr(" ".join(joined[k]), int(self.s["max_words"])) for k in keys]
+        replies, replies_cut = self.extract_all(texts, progress=(lambda n: progress(0.5 * n_keys + 0.5 * n)) if progress else None)
+        self.counts = {"truncated_answers": int(sum(answers_cut)), "truncated_replies": int(sum(replies_cut))}
         entries = []
         for k, text, reply in zip(keys, texts, replies):
-            items = parse_items(reply, int(self.s["min_item_chars"]))
+            items = reply_items(reply, self.s["postprocess"], int(self.s["min_item_chars"]), int(self.s["max_item_words"]))
             ok = bool(items)
-            if not ok:  # counted as a parse failure; the outfit still gets a prompt from its answers
+            if not ok and self.s["fallback"] == "answers":  # still a parse failure; the prompt comes from the answers
                 fallback = cut_words(text.lower().replace(",", " "), int(self.s["fallback_words"]))
                 items = [fallback] if len(fallback) >= int(self.s["min_item_chars"]) else ["clothes"]
+            # fallback none (DLCR): no items, an empty prompt
             entries.append(BankEntry(k, items, raw=f"answers: {text}\nreply: {reply}", ok=ok))
         return entries
+
+
+def pad_to_square(image: np.ndarray, fill) -> np.ndarray:
+    """LLaVA-1.5's expand2square: the image centred on a square of its longer side, filled with ``fill``."""
+    h, w = image.shape[:2]
+    if h == w:
+        return image
+    side = max(h, w)
+    out = np.empty((side, side, 3), np.uint8)
+    out[:] = np.asarray(fill, np.uint8)
+    y, x = (side - h) // 2, (side - w) // 2
+    out[y:y + h, x:x + w] = image
+    return out
+
+
+def end_ids(model, tok) -> set[int]:
+    """The token ids that end a generation (the model's generation config, else the tokenizer's eos)."""
+    ends = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ends is None:
+        ends = tok.eos_token_id
+    return {int(e) for e in (ends if isinstance(ends, (list, tuple)) else [ends]) if e is not None}
+
+
+def new_tokens(ids, prompt_len: int, caps: list[int], ends: set[int]) -> tuple[list[list[int]], list[bool]]:
+    """Each row's generated tokens cut to its cap, and whether it was cut: no end token within its cap."""
+    rows, cut = [], []
+    for row, cap in zip(ids[:, prompt_len:].tolist(), caps):
+        row = row[:cap]
+        rows.append(row)
+        cut.append(len(row) >= cap and not ends.intersection(row))
+    return rows, cut

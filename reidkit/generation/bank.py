@@ -4,6 +4,15 @@ Stored as the sidecar part ``prompts/<name>`` with columns ``key``,
 ``items`` (JSON list), ``raw`` (the text they were parsed from) and ``ok``
 (parsed cleanly). Built from the training split only: test outfits never
 become targets.
+
+The prompt of an outfit is its items joined with the source's ``separator``
+setting when it has one (llava-llama: " ", DLCR; the names ``space`` and
+``comma`` stand for " " and ", "), else ", ". A source may report counts
+about the whole bank in a ``counts`` dict attribute after ``build`` (e.g.
+llava-llama: truncated_answers, truncated_replies); they are kept as
+attributes of the bank chunk and read back into ``ClothingBank.counts``.
+An entry that failed to parse (``ok`` False) may have no items (an empty
+prompt, as DLCR gives such an outfit).
 """
 from __future__ import annotations
 
@@ -36,8 +45,11 @@ def outfit_groups(store, split: str = "train") -> dict[str, np.ndarray]:
     return {k: np.asarray(groups[k], dtype=np.int64) for k in sorted(groups)}
 
 
-def prompt_of(items: list[str]) -> str:
-    return ", ".join(items)
+SEPARATOR_NAMES = {"space": " ", "comma": ", "}
+
+
+def prompt_of(items: list[str], separator: str = ", ") -> str:
+    return SEPARATOR_NAMES.get(separator, separator).join(items)
 
 
 @dataclass
@@ -45,6 +57,7 @@ class ClothingBank:
     name: str
     entries: dict[str, BankEntry]
     info: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)  # what the source reported about the whole bank
 
     @property
     def keys(self) -> list[str]:
@@ -54,7 +67,19 @@ class ClothingBank:
         return self.entries[key].items
 
     def prompt(self, key) -> str:
-        return prompt_of(self.entries[key].items)
+        return prompt_of(self.entries[key].items, self.separator)
+
+    @property
+    def separator(self) -> str:
+        return str((self.info.get("settings") or {}).get("separator", ", "))
+
+    @property
+    def truncated_answers(self) -> int:
+        return int(self.counts.get("truncated_answers", 0))
+
+    @property
+    def truncated_replies(self) -> int:
+        return int(self.counts.get("truncated_replies", 0))
 
     @property
     def parse_failures(self) -> int:
@@ -68,7 +93,7 @@ class ClothingBank:
             keys, items, raws, oks = (part.column(c) for c in ("key", "items", "raw", "ok"))
             for k, it, raw, ok in zip(keys, items, raws, oks):
                 entries.setdefault(str(k), BankEntry(str(k), json.loads(it), str(raw), bool(ok)))  # first copy wins
-        return cls(part.name, entries, part.info)
+        return cls(part.name, entries, part.info, _chunk_counts(part.files[:1]))
 
 
 def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cpu", bank_name: str | None = None,
@@ -90,23 +115,34 @@ def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cp
     from reidkit.progress import progress_bar
 
     with progress_bar(len(groups) if show_progress else 0, f"prompts {source}", unit="outfit") as update:
-        entries = cls(settings, device).build(store, groups, progress=lambda n: update(completed=n))
+        source_obj = cls(settings, device)
+        entries = source_obj.build(store, groups, progress=lambda n: update(completed=n))
     if not entries:
         raise ReidkitError(f"prompt source '{source}' produced an empty clothing bank")
     for e in entries:
-        if not e.items:
+        if not e.items and e.ok:  # a failed parse may leave an outfit without items (DLCR: an empty prompt)
             raise ReidkitError(f"prompt source '{source}' gave outfit '{e.key}' no clothing items")
     try:
-        _publish_bank(d, entries)
+        _publish_bank(d, entries, getattr(source_obj, "counts", None))
     except FileExistsError:  # another rank published the same (seeded) bank first
         pass
     return ClothingBank.read(d)
 
 
-def _publish_bank(d, entries):
+def _chunk_counts(files) -> dict:
+    """The counts a source reported, kept as integer attributes of the bank chunk."""
+    if not files:
+        return {}
+    import h5py
+
+    with h5py.File(files[0], "r") as h5:
+        return {str(k): int(v) for k, v in h5.attrs.items() if isinstance(v, (int, np.integer))}
+
+
+def _publish_bank(d, entries, counts=None):
     chunks.write_chunk(d, "bank", {
         "key": [e.key for e in entries],
         "items": [json.dumps(e.items) for e in entries],
         "raw": [e.raw for e in entries],
         "ok": [bool(e.ok) for e in entries],
-    })
+    }, attrs={str(k): int(v) for k, v in (counts or {}).items()})
