@@ -33,6 +33,7 @@ def resolve_weights(model="resnet50", weights=None):
 
 
 def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True,
+                        bnneck_shift=False, bnneck_weight_std=0.0,
                         model_args=None, **ignored):
     """Return a ``TimmReidBackbone`` (see ``reidkit.training.contracts.Backbone``).
 
@@ -70,8 +71,11 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
             self.feature_dim = int(embedding_dim) or width
             self.bn = nn.BatchNorm1d(self.feature_dim) if bnneck else nn.Identity()
             if bnneck:
-                self.bn.bias.requires_grad_(False)  # BoT: BNNeck has no shift
-                nn.init.ones_(self.bn.weight)
+                self.bn.bias.requires_grad_(bool(bnneck_shift))  # BoT: no shift; CAL: a trained shift
+                if bnneck_weight_std:  # CAL: weight ~ N(1, 0.02)
+                    nn.init.normal_(self.bn.weight, 1.0, float(bnneck_weight_std))
+                else:
+                    nn.init.ones_(self.bn.weight)
                 nn.init.zeros_(self.bn.bias)
             if self.embed is not None:
                 nn.init.kaiming_normal_(self.embed.weight, mode="fan_out")

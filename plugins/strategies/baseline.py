@@ -11,6 +11,7 @@ class BaselineStrategy:
         "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "warmup_epochs": 10, "warmup_factor": 0.1,
         "milestones": [40, 70], "gamma": 0.1, "ids_per_batch": 16, "images_per_id": 4, "height": 256, "width": 128,
         "label_smoothing": 0.1, "triplet_margin": 0.3, "triplet_weight": 1.0, "augment": dict(BOT_AUGMENT),
+        "classifier_bias": False,  # BoT: bias-free identity classifier
         "backbone": {"plugin": "timm", "model": "resnet50", "weights": "imagenet", "last_stride": 1, "pooling": "avg",
                      "embedding_dim": 0, "bnneck": True},
     }
@@ -21,11 +22,15 @@ class BaselineStrategy:
     def build_heads(self, feature_dim, num_classes, num_clothes, clothes_of_class):
         from torch import nn
 
+        classifier_bias = self.settings.get("classifier_bias", False)
+
         class IdentityHead(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
+                self.classifier = nn.Linear(feature_dim, num_classes, bias=bool(classifier_bias))
                 nn.init.normal_(self.classifier.weight, std=0.001)
+                if classifier_bias:
+                    nn.init.zeros_(self.classifier.bias)
 
             def forward(self, feat, bn):
                 return {"feat": feat, "logits": self.classifier(bn)}

@@ -22,7 +22,9 @@ class CalStrategy(BaselineStrategy):
         "clothes_scale": 16.0, "cal_epsilon": 0.1,
         # START_EPOCH_CC = START_EPOCH_ADV = 25 (0-based); the clothes classifier's own Adam: same lr and wd, constant
         "adversarial_start_epoch": 25, "clothes_start_epoch": 25, "clothes_lr": None, "clothes_weight_decay": None,
-        "backbone": {**BaselineStrategy.defaults["backbone"], "pooling": "maxavg"},
+        # CAL's neck: BN with weight ~ N(1, 0.02) and a trained shift; its identity classifier has a bias
+        "backbone": {**BaselineStrategy.defaults["backbone"], "pooling": "maxavg", "bnneck_shift": True, "bnneck_weight_std": 0.02},
+        "classifier_bias": True,
         "augment": dict(CAL_AUGMENT),  # resize, 1/8 upscale + crop (p 0.5), flip, erasing (p 0.5)
     }
 
@@ -42,7 +44,8 @@ class CalStrategy(BaselineStrategy):
             def __init__(self):
                 super().__init__()
                 self.identity = identity
-                self.clothes = nn.Parameter(torch.randn(num_clothes, feature_dim) * 0.001)
+                # CAL's NormalizedClassifier init: uniform(-1, 1) rows renormed to unit length (the scale sets Adam's pace)
+                self.clothes = nn.Parameter(F.normalize(torch.empty(num_clothes, feature_dim).uniform_(-1, 1), dim=1))
                 self.register_buffer("clothes_of_person", mask, persistent=False)
 
             def forward(self, feat, bn):
