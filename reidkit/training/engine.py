@@ -12,7 +12,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 
 from reidkit._version import __version__
 from reidkit.errors import ReidkitError
