@@ -12,7 +12,6 @@ import platform
 import time
 from pathlib import Path
 
-
 from reidkit._version import __version__
 from reidkit.errors import ReidkitError
 from reidkit.training import checkpoint as ckpt
