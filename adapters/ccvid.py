@@ -37,6 +37,8 @@ class CCVID(Adapter):
     name = "ccvid"
     summary = "CCVID video clothes-changing (tracklet lists, sessions 1-3)."
     needs_root = True
+    folder_names = ("CCVID",)  # without --root: looked for here, then under $REIDKIT_DATA
+    store_name = "ccvid.h5"
 
     def scan(self, root, settings):
         if root is None:

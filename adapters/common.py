@@ -131,7 +131,8 @@ class SplitSource:
 class FolderAdapter(Adapter):
     """A benchmark whose folders are its splits and whose file names carry the ids.
 
-    Subclasses set: ``dataset``, ``folder`` (the distributed folder name),
+    Subclasses set: ``dataset``, ``folder`` (the distributed folder name; it
+    also becomes ``folder_names``, and ``NAME.h5`` the ``store_name``),
     ``sources``, ``rule``, ``protocols``; optionally ``junk_pids``,
     ``distractor_pids``, ``own_camera`` (every image its own camera) and
     ``finish()`` for a dataset-wide rule.
@@ -145,6 +146,14 @@ class FolderAdapter(Adapter):
     junk_pids: ClassVar[frozenset] = frozenset()
     distractor_pids: ClassVar[frozenset] = frozenset()
     own_camera: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # the distributed folder is also what `reidkit adapt NAME` looks for without --root; NAME.h5 its default --out
+        if cls.folder and "folder_names" not in cls.__dict__:
+            cls.folder_names = (cls.folder,)
+        if cls.name and cls.folder and "store_name" not in cls.__dict__:
+            cls.store_name = f"{cls.name}.h5"
 
     def locate(self, root: Path) -> Path:
         base = find_dataset_root(root, self.sources[0].folder, (self.folder,))

@@ -97,6 +97,8 @@ class CUHK03(Adapter):
     name = "cuhk03"
     summary = "CUHK03 767/700 protocol from the original .mat files (detected or labeled)."
     needs_root = True
+    folder_names = ("cuhk03", "cuhk03_release")  # without --root: looked for here, then under $REIDKIT_DATA
+    store_name = "cuhk03.h5"
     options = [
         click.Option(["--images"], type=click.Choice(["detected", "labeled"]), default="detected", show_default=True,
                      help="Detector boxes or hand-labelled boxes (toolkits differ in their default)."),

@@ -45,6 +45,8 @@ class DeepChange(Adapter):
     name = "deepchange"
     summary = "DeepChange long-term (bbox lists; tracklet stands in for camera)."
     needs_root = True
+    folder_names = ("DeepChangeDataset",)  # without --root: looked for here, then under $REIDKIT_DATA
+    store_name = "deepchange.h5"
     options = [
         click.Option(["--camera-from"], type=click.Choice(["tracklet", "camera"]), default="tracklet", show_default=True,
                      help="What the camera column holds: the tracklet id (paper protocol) or the real camera."),

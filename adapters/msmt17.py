@@ -45,6 +45,8 @@ class MSMT17(Adapter):
     name = "msmt17"
     summary = "MSMT17 V1/V2 (list files; train+val merged by default)."
     needs_root = True
+    folder_names = ("MSMT17_V1", "MSMT17_V2")  # without --root: looked for here, then under $REIDKIT_DATA
+    store_name = "msmt17.h5"
     options = [
         click.Option(["--merge-val/--no-merge-val"], default=True, show_default=True,
                      help="Train on train + val (the published 32,621 images) or keep val as its own split."),

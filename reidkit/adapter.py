@@ -7,6 +7,7 @@ evaluation protocols the benchmark defines, and its settings.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Sequence
@@ -95,14 +96,24 @@ class Adapter:
     """Base class for adapters (subclassing is optional; the attributes are the contract).
 
     name: what follows ``reidkit adapt``; summary: one line for ``--help``;
-    needs_root: whether ``--root`` is required; options: extra click options
-    (their values arrive in ``settings``); scan(): build the layout.
+    needs_root: whether the adapter reads a dataset folder; options: extra
+    click options (their values arrive in ``settings``); scan(): build the
+    layout.
+
+    Optional: ``folder_names``, the folder name(s) the benchmark is
+    distributed as (e.g. ``("LTCC_ReID",)``): without ``--root``, reidkit
+    looks for one of them in the working directory, then under each folder
+    of ``$REIDKIT_DATA`` (:func:`find_distributed_folder`). ``store_name``:
+    the store written without ``--out`` (e.g. ``"ltcc.h5"``, in the working
+    directory); empty: ``--out`` is required.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     needs_root: ClassVar[bool] = True
     options: ClassVar[list] = []
+    folder_names: ClassVar[tuple[str, ...]] = ()
+    store_name: ClassVar[str] = ""
 
     def scan(self, root: Path | None, settings: dict) -> DatasetLayout:  # pragma: no cover - contract
         raise NotImplementedError
@@ -124,3 +135,31 @@ def find_dataset_root(root: Path, marker: str, wrappers: Sequence[str] = ()) -> 
             return candidate
     names = " or ".join(str(Path(w) / marker) for w in ["", *wrappers])
     raise DatasetLayoutError(f"expected {names} under {root}, not found")
+
+
+DATA_ENV = "REIDKIT_DATA"
+
+
+def search_folders(cwd: Path | None = None) -> list[Path]:
+    """Where a dataset folder is looked for without ``--root``: the working directory, then ``$REIDKIT_DATA``.
+
+    ``REIDKIT_DATA`` may list several folders (``os.pathsep``-separated, like ``PATH``).
+    """
+    places = [Path(cwd) if cwd is not None else Path.cwd()]
+    places += [Path(p).expanduser() for p in os.environ.get(DATA_ENV, "").split(os.pathsep) if p.strip()]
+    return places
+
+
+def find_distributed_folder(adapter_cls, cwd: Path | None = None) -> Path:
+    """The first of the adapter's ``folder_names`` found in :func:`search_folders`; one clear line if none is."""
+    names = tuple(getattr(adapter_cls, "folder_names", ()) or ())
+    places = search_folders(cwd)
+    for place in places:
+        for folder in names:
+            if (place / folder).is_dir():
+                return place / folder
+    what = " or ".join(names)
+    looked = f"{places[0]} (the working directory)"
+    data = os.environ.get(DATA_ENV, "")
+    looked += f" and ${DATA_ENV} ({', '.join(str(p) for p in places[1:])})" if places[1:] else f" (${DATA_ENV} is {'empty' if data else 'not set'})"
+    raise DatasetLayoutError(f"no {what} folder in {looked}; pass --root DIR (the {what} folder)")

@@ -6,6 +6,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# a developer's own site defaults and data folder must not change what the tests see
+os.environ.pop("REIDKIT_CONFIG", None)
+os.environ.pop("REIDKIT_DATA", None)
 
 # Test the installed reidkit, as users get it: in the source tree adapters/ and plugins/
 # are not yet under the reidkit namespace, so the repository root must not shadow it.

@@ -4,11 +4,15 @@ import pytest
 
 from tests.miniature_layouts import (
     adapt,
+    build_ccvid,
     build_celebreid,
+    build_cuhk03,
+    build_deepchange,
     build_duke,
     build_last,
     build_ltcc,
     build_market,
+    build_msmt17,
     build_prcc,
     build_vcclothes,
     info_json,
@@ -172,3 +176,63 @@ def test_console_script_adapts_and_fails_in_one_line(tmp_path):
     wrong = run_console("adapt", "vcclothes", "--root", tmp_path / "nowhere", "--out", tmp_path / "w.h5")
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip().splitlines() == [f"Error: --root {tmp_path / 'nowhere'} does not exist"]
+
+
+# -- without --root / --out: the distributed folder in the working directory or under $REIDKIT_DATA -----------------
+BUILDERS = {"market1501": build_market, "dukemtmc": build_duke, "ltcc": build_ltcc, "prcc": build_prcc,
+            "vcclothes": build_vcclothes, "celebreid": build_celebreid, "last": build_last, "msmt17": build_msmt17,
+            "deepchange": build_deepchange, "ccvid": build_ccvid, "cuhk03": lambda root: build_cuhk03(root)[0]}
+
+
+def test_every_benchmark_adapter_declares_its_distributed_folder():
+    from reidkit.plugin_manager import get_plugins
+
+    plugins = get_plugins()
+    builtin = [n for n in plugins.names("adapters") if plugins.get("adapters", n).__module__.startswith("reidkit.adapters.")]
+    assert set(builtin) == set(BUILDERS) | {"synthetic"}
+    for name in BUILDERS:
+        cls = plugins.get("adapters", name)
+        assert cls.folder_names and cls.store_name == f"{name}.h5", name
+    synthetic = plugins.get("adapters", "synthetic")
+    assert not synthetic.folder_names and not synthetic.store_name  # generated: no folder, --out required
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_adapt_finds_the_folder_in_the_working_directory(name, tmp_path, monkeypatch):
+    from reidkit.plugin_manager import get_plugins
+    from reidkit.store import open_store
+
+    data = tmp_path / "data"
+    base = BUILDERS[name](data)
+    assert base.name in get_plugins().get("adapters", name).folder_names
+    monkeypatch.delenv("REIDKIT_DATA", raising=False)
+    monkeypatch.chdir(data)
+    result = run_cli("adapt", name)
+    assert result.exit_code == 0, result.output
+    store = open_store(data / f"{name}.h5")
+    assert store.settings["root"] == str(base) and len(store) > 0
+
+
+def test_adapt_looks_under_reidkit_data_and_says_where_it_looked(tmp_path, monkeypatch):
+    from reidkit.store import open_store
+
+    base = build_ltcc(tmp_path / "datasets")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("REIDKIT_DATA", raising=False)
+    missing = run_cli("adapt", "ltcc")
+    assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
+    assert f"no LTCC_ReID folder in {work}" in missing.output and "--root" in missing.output
+    assert "REIDKIT_DATA is not set" in missing.output
+    monkeypatch.setenv("REIDKIT_DATA", f"{tmp_path / 'elsewhere'}:{tmp_path / 'datasets'}")
+    found = run_cli("adapt", "ltcc")
+    assert found.exit_code == 0, found.output
+    assert open_store(work / "ltcc.h5").settings["root"] == str(base)
+    # --root and --out still win; --root may be the folder holding LTCC_ReID
+    again = run_cli("adapt", "ltcc", "--root", tmp_path / "datasets", "--out", tmp_path / "other.h5")
+    assert again.exit_code == 0, again.output
+    assert len(open_store(tmp_path / "other.h5")) == len(open_store(work / "ltcc.h5"))
+    monkeypatch.setenv("REIDKIT_DATA", str(tmp_path / "elsewhere"))
+    missing = run_cli("adapt", "ltcc", "--out", tmp_path / "third.h5")
+    assert missing.exit_code == 1 and f"$REIDKIT_DATA ({tmp_path / 'elsewhere'})" in missing.output

@@ -183,3 +183,74 @@ def test_query_split_variants_draw_targets_from_training_outfits_only(world, tmp
     assert summary["generated"] == 2 * len(query) and set(run.source_index().tolist()) == set(query.tolist())
     train_outfits = set(store.clothes_key[store.split("train")])
     assert set(run.column("target_clothes_key")) <= train_outfits  # no test outfit leaks into prompts
+
+
+# -- which masker and prompt source, and user-level defaults ($REIDKIT_CONFIG) -----------------------------------
+def test_generator_declares_its_masker_and_prompt_source(world, tmp_path):
+    from reidkit.generation.engine import plugin_choice
+    from reidkit.plugins.generators.dlcr import DlcrGenerator
+    from reidkit.plugins.generators.recolor import RecolorGenerator
+
+    assert plugin_choice(None, DlcrGenerator, "dlcr", "default_masker", "store") == ("parser", "dlcr's default")
+    assert plugin_choice(None, DlcrGenerator, "dlcr", "default_prompts", "templates") == ("llava-llama", "dlcr's default")
+    assert plugin_choice("heuristic", DlcrGenerator, "dlcr", "default_masker", "store") == ("heuristic", "given")
+    assert plugin_choice(None, RecolorGenerator, "recolor", "default_masker", "store") == ("store", "default")
+    store = fresh_copy(world, tmp_path)
+    summary = run_expand(store, variants=1, limit=2, name="r", show_progress=False)
+    assert (summary["generator"], summary["masker"], summary["prompts"]) == ("recolor", "store", "templates")
+    assert summary["chosen_by"] == {"masker": "default", "prompts": "default"}
+    # dlcr with nothing named reaches for its own models: LLaVA first (the clothing bank), then the parser
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "no-cache"), "HF_HOME": str(tmp_path / "no-home"),
+               "REIDKIT_CONFIG": ""}
+    proc = run_console("expand", store, "--generator", "dlcr", "--variants", "1", "--limit", "1", "--device", "cpu", env=offline)
+    assert proc.returncode == 1 and "llava-hf/llava-1.5-7b-hf" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_console("expand", store, "--generator", "dlcr", "--prompts", "templates", "--variants", "1", "--limit", "1",
+                       "--name", "d2", "--device", "cpu", env=offline)
+    assert proc.returncode == 1 and "cannot load parser 'mattmdjaga/segformer_b2_clothes'" in proc.stderr
+
+
+def test_user_config_lies_under_config_file_and_flags(world, tmp_path):
+    store = fresh_copy(world, tmp_path)
+    user = tmp_path / "site.yaml"
+    # flat plugin settings apply to whichever plugin runs; per-plugin ones only to theirs (dlcr, heuristic: unused here)
+    user.write_text("expand:\n  variants: 2\n  seed: 5\n  prompt_settings: {pattern_rate: 1.0}\n"
+                    "  generator_settings: {recolor: {jitter: 0}, dlcr: {steps: 2}}\n"
+                    "  masker_settings: {heuristic: {waist: 0.5}}\n"
+                    "train:\n  num_workers: 0\n")
+    env = {"REIDKIT_CONFIG": str(user)}
+    assert run_cli("expand", store, "--name", "user", env=env).exit_code == 0
+    flags = run_cli("expand", store, "--variants", "2", "--seed", "5", "--name", "flags", "--set", "jitter=0",
+                    "--prompt-set", "pattern_rate=1.0", env={"REIDKIT_CONFIG": ""})
+    assert flags.exit_code == 0, flags.output
+    assert items_by_key(store, "user") == items_by_key(store, "flags")
+    # --config over it (plugin settings merged key by key), then the flags
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("variants: 1\ngenerator_settings: {shade_strength: 0.5}\n")
+    assert run_cli("expand", store, "--config", cfg, "--name", "cfg", "--json", env=env).exit_code == 0
+    settings = reidkit.open_store(store).run("cfg").info["settings"]
+    assert (settings["variants"], settings["seed"]) == (1, 5)
+    assert (settings["generator_settings"]["jitter"], settings["generator_settings"]["shade_strength"]) == (0, 0.5)
+    assert run_cli("expand", store, "--config", cfg, "--variants", "3", "--name", "flag", env=env).exit_code == 0
+    assert reidkit.open_store(store).run("flag").info["settings"]["variants"] == 3
+    # mistakes in the file: one line naming it
+    for text, needle in (("expnad:\n  seed: 1\n", "unknown sections ['expnad']"),
+                         ("expand:\n  sead: 1\n", "unknown keys ['sead']"),
+                         ("- a\n", "expected sections")):
+        user.write_text(text)
+        proc = run_console("expand", store, "--name", "bad", env=env)
+        assert proc.returncode == 1 and needle in proc.stderr and "REIDKIT_CONFIG" in proc.stderr, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0
+    proc = run_console("expand", store, "--name", "bad", env={"REIDKIT_CONFIG": str(tmp_path / "missing.yaml")})
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+
+
+def test_user_config_merge_rules():
+    from reidkit.user_config import merge_under, split_per_plugin
+
+    assert merge_under({"epochs": 1, "backbone": {"model": "resnet18", "weights": None}},
+                       {"backbone": {"model": "resnet50"}, "lr": 0.1}) == \
+        {"epochs": 1, "backbone": {"model": "resnet50", "weights": None}, "lr": 0.1}
+    flat, per = split_per_plugin({"device": "cpu", "generator_settings": {"dlcr": {"steps": 2}},
+                                  "masker_settings": {"set": "ground_truth"}})
+    assert flat == {"device": "cpu", "masker_settings": {"set": "ground_truth"}}
+    assert per == {"generator_settings": {"dlcr": {"steps": 2}}}

@@ -23,8 +23,9 @@ def sd(tmp_path_factory):
 
 
 def dlcr(store, name, sd, **kw):
+    # the store's ground-truth masks and template prompts (dlcr's own defaults, parser + llava-llama, need models)
     return run_expand(store, generator="dlcr", generator_settings={**TINY, "model": str(sd)}, variants=2, limit=3,
-                      name=name, device="cpu", show_progress=False, **kw)
+                      name=name, device="cpu", show_progress=False, prompts="templates", masker="store", **kw)
 
 
 def test_dlcr_composites_onto_untouched_source_deterministically(world, sd, tmp_path):
@@ -79,7 +80,8 @@ def test_dlcr_defaults_are_dlcr_settings():
 def test_dlcr_missing_model_is_one_line(world, tmp_path):
     store_path = tmp_path / "w.h5"
     shutil.copy(world, store_path)
-    proc = run_console("expand", store_path, "--generator", "dlcr", "--model", tmp_path / "no-such-model",
+    proc = run_console("expand", store_path, "--generator", "dlcr", "--prompts", "templates", "--masker", "store",
+                       "--model", tmp_path / "no-such-model",
                        "--variants", "1", "--limit", "1", "--device", "cpu")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

@@ -61,9 +61,26 @@ def test_parser_tiny_segformer_by_folder_lip_and_atr_presets(world, tmp_path):
     assert reidkit.open_store(world).mask_sets()["atr"].labels == ATR_LABELS
 
 
+def test_parser_default_model_is_the_atr_segformer_and_presets_follow_the_model():
+    from reidkit.plugins.maskers.parser import ATR_CLOTHING, ATR_LABELS, DEFAULT_MODEL, LIP_LABELS, ParserMasker
+
+    assert ParserMasker.defaults["model"] == DEFAULT_MODEL == "mattmdjaga/segformer_b2_clothes"
+    default = ParserMasker(dict(ParserMasker.defaults), "cpu")  # constructing loads nothing
+    assert (default.preset, default.labels, default.clothing) == ("atr", ATR_LABELS, ATR_CLOTHING)
+    other = ParserMasker({**ParserMasker.defaults, "model": "some/other-parser"}, "cpu")
+    assert (other.preset, other.labels) == ("lip", LIP_LABELS)  # another model: the user's preset, lip unless named
+    named = ParserMasker({**ParserMasker.defaults, "model": "some/other-parser", "preset": "atr"}, "cpu")
+    assert named.labels == ATR_LABELS
+
+
 def test_parser_without_model_and_missing_folder_fail_in_one_line(world, tmp_path):
-    proc = run_console("mask", world, "--masker", "parser")
+    empty_cache = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "no-cache"), "HF_HOME": str(tmp_path / "no-home")}
+    proc = run_console("mask", world, "--masker", "parser", "--mask-set", "model=", env=empty_cache)
     assert proc.returncode == 1 and "needs a model" in proc.stderr
+    # the default model, neither cached nor reachable: one line saying so
+    proc = run_console("mask", world, "--masker", "parser", env=empty_cache)
+    assert proc.returncode == 1 and "cannot load parser 'mattmdjaga/segformer_b2_clothes'" in proc.stderr
+    assert "offline?" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_console("mask", world, "--masker", "parser", "--mask-set", f"model={tmp_path / 'nothing'}", "--name", "p2")
     assert proc.returncode == 1 and "cannot load parser" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -53,6 +53,10 @@ class DlcrGenerator:
         "attention_slicing": False,
     }
     needs_masks = True
+    # DLCR's own pipeline when the user names no --masker / --prompts: a human parser's clothing masks
+    # (methods.md 1.1) and the LLaVA + LLaMA clothing bank (1.2)
+    default_masker = "parser"
+    default_prompts = "llava-llama"
 
     def __init__(self, settings, device):
         self.settings = settings

@@ -16,14 +16,20 @@ ATR_LABELS = ["background", "hat", "hair", "sunglasses", "upper-clothes", "skirt
               "right-shoe", "face", "left-leg", "right-leg", "left-arm", "right-arm", "bag", "scarf"]
 ATR_CLOTHING = ["sunglasses", "upper-clothes", "skirt", "pants", "dress", "belt", "left-shoe", "right-shoe", "scarf"]
 PRESETS = {"lip": (LIP_LABELS, LIP_CLOTHING), "atr": (ATR_LABELS, ATR_CLOTHING)}
+# The default parser: SegFormer-B2 fine-tuned on ATR (18 labels, ATR_LABELS order), a transformers model on the hub.
+# DLCR used SCHP (LIP labels), which is not a transformers model; see docs/expand.md.
+DEFAULT_MODEL = "mattmdjaga/segformer_b2_clothes"
+DEFAULT_MODEL_PRESET = "atr"
 
 
 class ParserMasker:
-    """``model``: hub id or local folder (AutoModelForSemanticSegmentation + AutoImageProcessor).
-    ``preset``: lip | atr | model (names from the model's id2label; then ``clothing`` is required).
+    """``model``: hub id or local folder (AutoModelForSemanticSegmentation + AutoImageProcessor); default
+    ``mattmdjaga/segformer_b2_clothes`` (ATR labels).
+    ``preset``: auto | lip | atr | model (names from the model's id2label; then ``clothing`` is required);
+    auto = atr for the default model, lip for any other (name the preset that matches yours).
     ``labels`` / ``clothing``: override the preset's lists."""
 
-    defaults = {"model": "", "preset": "lip", "labels": [], "clothing": [], "dtype": "float32", "dilate": 0}
+    defaults = {"model": DEFAULT_MODEL, "preset": "auto", "labels": [], "clothing": [], "dtype": "float32", "dilate": 0}
 
     def __init__(self, settings, device):
         self.s = settings
@@ -32,6 +38,9 @@ class ParserMasker:
         if not settings["model"]:
             raise ReidkitError("masker 'parser' needs a model: --mask-set model=HUB_ID_OR_FOLDER (e.g. a SegFormer clothes parser with preset=atr)")
         preset = settings["preset"]
+        if preset == "auto":
+            preset = DEFAULT_MODEL_PRESET if settings["model"] == DEFAULT_MODEL else "lip"
+        self.preset = preset
         if preset == "model":
             self.labels = list(settings["labels"]) or self._model_labels()
             self.clothing = list(settings["clothing"])
@@ -42,7 +51,7 @@ class ParserMasker:
             self.labels = list(settings["labels"]) or list(labels)
             self.clothing = list(settings["clothing"]) or list(clothing)
         else:
-            raise ReidkitError(f"masker 'parser': unknown preset '{preset}' (lip, atr, model)")
+            raise ReidkitError(f"masker 'parser': unknown preset '{preset}' (auto, lip, atr, model)")
         unknown = sorted(set(self.clothing) - set(self.labels))
         if unknown:
             raise ReidkitError(f"masker 'parser': clothing labels {unknown} are not in its label set")
@@ -65,10 +74,11 @@ class ParserMasker:
             self.processor = AutoImageProcessor.from_pretrained(self.s["model"])
             model = AutoModelForSemanticSegmentation.from_pretrained(self.s["model"], dtype=torch_dtype(self.s["dtype"], self.device))
         except (OSError, ValueError) as exc:
-            raise ReidkitError(f"cannot load parser '{self.s['model']}': {str(exc).strip().splitlines()[0]}") from None
+            raise ReidkitError(f"cannot load parser '{self.s['model']}': {str(exc).strip().splitlines()[0]} "
+                               "(offline? put it in the hub cache, or pass a local folder with --mask-set model=DIR)") from None
         if model.config.num_labels != len(self.labels):
             raise ReidkitError(f"parser '{self.s['model']}' predicts {model.config.num_labels} labels but preset "
-                               f"'{self.s['preset']}' names {len(self.labels)}; pick another preset or give labels=[...]")
+                               f"'{self.preset}' names {len(self.labels)}; pick another preset or give labels=[...]")
         self.model = model.to(self.device).eval()
 
     def label_maps(self, images):

@@ -9,14 +9,20 @@ from reidkit.plugin_manager import get_plugins
 
 
 def _common_options(adapter):
+    folders = tuple(getattr(adapter, "folder_names", ()) or ())
+    store_name = getattr(adapter, "store_name", "") or ""
+    root_help = "The dataset folder as distributed (or the folder it was unpacked into)."
+    if folders:
+        root_help += f" [default: {' or '.join(folders)} in the working directory, else under $REIDKIT_DATA]"
     return [
         click.Option(
             ["--root"],
             type=click.Path(path_type=Path),
-            required=adapter.needs_root,
-            help="The dataset folder as distributed (or the folder it was unpacked into).",
+            required=adapter.needs_root and not folders,
+            help=root_help,
         ),
-        click.Option(["--out"], type=click.Path(path_type=Path), required=True, help="Store file to write (e.g. ltcc.h5)."),
+        click.Option(["--out"], type=click.Path(path_type=Path), help="Store file to write (e.g. ltcc.h5).",
+                     **({"default": store_name, "show_default": True} if store_name else {"required": True})),
         click.Option(["--force"], is_flag=True, help="Replace an existing store."),
         click.Option(["--skip-bad"], is_flag=True, help="Leave out unparseable or corrupt images (recorded in the store) instead of failing."),
     ]
@@ -27,6 +33,11 @@ def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings):
     from reidkit.store.writer import check_output, check_scan_problems, write_store
 
     check_output(out, force)  # before scanning: a wrong --out fails at once
+    if root is None and adapter_cls.needs_root and getattr(adapter_cls, "folder_names", ()):
+        from reidkit.adapter import find_distributed_folder
+
+        root = find_distributed_folder(adapter_cls)
+        click.echo(f"Reading {root}", err=True)
     adapter = adapter_cls()
     layout = adapter.scan(root, dict(settings))
     layout.settings = {**dict(settings), **layout.settings, "adapter": name, "root": str(root) if root else None}
@@ -86,5 +97,6 @@ def adapt():
     \b
     Examples:
       reidkit adapt synthetic --out world.h5
+      reidkit adapt ltcc                      # ./LTCC_ReID or $REIDKIT_DATA/LTCC_ReID -> ./ltcc.h5
       reidkit adapt ltcc --root ~/data/LTCC_ReID --out ltcc.h5
     """

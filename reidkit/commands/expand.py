@@ -48,20 +48,46 @@ def print_summary(summary: dict):
     table.add_row(str(summary["planned"]), str(summary["skipped"]), str(summary["generated"]), str(summary["kept"]),
                   str(summary["rejected"]), f"{summary['seconds']:.1f} s", f"{summary['images_per_s']:.2f}")
     console.print(table)
+    for kind in ("masker", "prompts"):
+        if summary.get(kind):
+            chosen = summary.get("chosen_by", {}).get(kind, "")
+            console.print(f"  {kind}: {summary[kind]}" + (f" ({chosen})" if chosen.endswith("'s default") else ""))
     for reason, n in sorted(summary["reject_reasons"].items()):
         console.print(f"  rejected {n}: {reason}")
     for fname, rates in summary.get("pass_rates", {}).items():
         console.print(f"  {fname} pass rate by tau: " + ", ".join(f"{t}: {r:.1%}" for t, r in rates.items()))
     if summary.get("bank_parse_failures"):
         console.print(f"  clothing bank: {summary['bank_parse_failures']} outfits whose model reply did not parse (see 'reidkit show')")
+    if summary.get("bank_truncated_answers") or summary.get("bank_truncated_replies"):
+        console.print(f"  clothing bank: {summary.get('bank_truncated_answers', 0)} VLM answers and {summary.get('bank_truncated_replies', 0)} "
+                      "LLM replies stopped at their token limit (vlm_max_new_tokens, llm_max_new_tokens / llm_max_seq_len)")
     console.print(f"  written to {summary['path']}")
+
+
+def _with_user_plugin_settings(settings: dict, per_plugin: dict) -> dict:
+    from reidkit.generation.engine import FALLBACK_MASKER, FALLBACK_PROMPTS, plugin_choice
+    from reidkit.plugin_manager import get_plugins
+
+    generator = settings["generator"]
+    gen_cls = get_plugins().get("generators", generator)
+    chosen = {
+        "generator_settings": generator,
+        "prompt_settings": plugin_choice(settings.get("prompts"), gen_cls, generator, "default_prompts", FALLBACK_PROMPTS)[0],
+        "masker_settings": plugin_choice(settings.get("masker"), gen_cls, generator, "default_masker", FALLBACK_MASKER)[0],
+    }
+    out = dict(settings)
+    for key, by_name in per_plugin.items():
+        own = by_name.get(chosen[key])
+        if own:
+            out[key] = {**own, **(out.get(key) or {})}
+    return out
 
 
 @click.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--generator", help="Generator plugin (recolor, dlcr, ...). [default: recolor]")
-@click.option("--prompts", help="Prompt source plugin (templates, llava-llama, file). [default: templates]")
-@click.option("--masker", help="Masker plugin (store, heuristic, parser). [default: store]")
+@click.option("--prompts", help="Prompt source plugin (templates, llava-llama, file). [default: the generator's (dlcr: llava-llama), else templates]")
+@click.option("--masker", help="Masker plugin (store, heuristic, parser). [default: the generator's (dlcr: parser), else store]")
 @click.option("--variants", "-k", type=click.IntRange(1), help="Generated images per source image. [default: 10]")
 @click.option("--seed", type=int, help="Run seed: every item's seed and target outfit derive from it. [default: 0]")
 @click.option("--name", help="Run name. [default: GENERATOR-SPLIT-kK-sSEED]")
@@ -77,7 +103,7 @@ def print_summary(summary: dict):
 @click.option("--per-identity", type=click.IntRange(1), help="Images per identity, for identity-wise generators such as diffusion-reid (same as --set per_identity=N).")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: auto]")
 @click.option("--limit", type=click.IntRange(1), help="Expand only the first N images of the split (trials).")
-@click.option("--config", type=click.Path(path_type=Path), help="YAML file with any of these settings (flags win).")
+@click.option("--config", type=click.Path(path_type=Path), help="YAML file with any of these settings (flags win; $REIDKIT_CONFIG's expand: section lies under it).")
 @click.option("--merge", "merge_name", help="Instead of generating: merge run MERGE from the --from stores/folders.")
 @click.option("--from", "merge_from", multiple=True, type=click.Path(path_type=Path), help="With --merge: a store file, its .parts folder, or a run folder (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
@@ -100,10 +126,16 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
         click.echo(json.dumps(result, indent=2) if as_json else
                    f"merged run {result['run']}: {result['added']} items added, {result['already_present']} already present, {result['items']} in total")
         return
-    settings = {"generator": "recolor", "prompts": "templates", "masker": "store", "variants": 10, "seed": 0,
-                "split": "train", "batch_size": 8, "chunk_size": 64, "device": "auto"}
+    from reidkit.user_config import merge_under, split_per_plugin, user_settings
+
+    # built-in defaults < $REIDKIT_CONFIG's expand: section < --config < flags; masker and prompts left unset
+    # here are the generator's own (dlcr: parser, llava-llama), else store and templates (run_expand decides)
+    settings = {"generator": "recolor", "variants": 10, "seed": 0, "split": "train", "batch_size": 8, "chunk_size": 64,
+                "device": "auto"}
+    user, user_per_plugin = split_per_plugin(user_settings("expand", CONFIG_KEYS))
+    settings.update(user)
     if config:
-        settings.update(load_config(config))
+        settings = merge_under(settings, load_config(config))  # plugin settings merge key by key
     flags = {"generator": generator, "prompts": prompts, "masker": masker, "variants": variants, "seed": seed,
              "name": name, "split": split, "batch_size": batch_size, "chunk_size": chunk_size, "shard": shard,
              "device": device, "limit": limit}
@@ -117,6 +149,8 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
     for key, value in (("model", model), ("per_identity", per_identity)):
         if value is not None:
             settings["generator_settings"] = {**(settings.get("generator_settings") or {}), key: value}
+    if user_per_plugin:  # $REIDKIT_CONFIG's settings for the plugins this run uses, under any other settings for them
+        settings = _with_user_plugin_settings(settings, user_per_plugin)
     from reidkit.generation import run_expand
 
     summary = run_expand(store, **settings)

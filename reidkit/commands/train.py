@@ -24,7 +24,8 @@ def parse_batch(value):
 @click.option("--generated", "generated", multiple=True, help="Generated run(s) to train with (repeatable).")
 @click.option("--base", default=None, help="progressive only: base strategy, cal (default) or baseline.")
 @click.option("--backbone", default=None, help="Backbone plugin, or a timm model name (resnet50, resnet18, ...).")
-@click.option("--weights", default=None, help="Backbone start weights: a .safetensors file, 'imagenet' (needs the hub), or none.")
+@click.option("--weights", default=None, help="Backbone start weights: imagenet (default; resnet50 -> timm resnet50.tv_in1k, from the Hugging Face "
+                                          "cache or hub), a .safetensors file, or none (random init).")
 @click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --plugin pretrain' (its run folder).")
 @click.option("--epochs", type=int, default=None)
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<plugin>].")
@@ -61,13 +62,16 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
         raise click.UsageError("give either --batch P,K or --ids-per-batch/--images-per-id, not both")
     if pk:
         ids_per_batch, images_per_id = pk
-    file_settings = read_config_file(config_file) if config_file else {}
+    from reidkit.user_config import merge_under, train_keys, user_settings
+
+    user = user_settings("train", train_keys())  # $REIDKIT_CONFIG's train: section, under any --config file
+    file_settings = merge_under(user, read_config_file(config_file) if config_file else {})
     if resume and out and not config_file and (Path(out) / "config.yaml").is_file():
         # '--resume --out DIR' alone continues with the run's own settings; options given still apply (and are checked)
         from reidkit.training.checkpoint import read_config
         from reidkit.training.config import DERIVED_KEYS
 
-        file_settings = {k: v for k, v in read_config(out).items() if k not in DERIVED_KEYS}
+        file_settings = merge_under(user, {k: v for k, v in read_config(out).items() if k not in DERIVED_KEYS})
     overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
                  "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
                  "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "eval_every": eval_every,

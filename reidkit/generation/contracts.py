@@ -109,11 +109,18 @@ class Generator(Protocol):
     ``camera``, ``seed`` (from ``item_seed(run_seed, source_index, variant)``)
     and ``prompt``; the engine then uses those items instead of its own plan
     (no clothing bank, no masks) and shards, resumes and records them as usual.
+
+    Optional: ``default_masker`` and ``default_prompts`` (plugin names, class
+    attributes) are the masker and prompt source the generator belongs with
+    (``dlcr``: ``parser`` and ``llava-llama``); the engine uses them when the
+    user names none (flag or config), else ``store`` and ``templates``, and
+    the expand summary says so.
     """
 
     defaults: ClassVar[dict]
     needs_masks: ClassVar[bool]
     model_id: str | None
+    # optional: default_masker: ClassVar[str]; default_prompts: ClassVar[str]
 
     def __init__(self, settings: dict, device: str): ...
 

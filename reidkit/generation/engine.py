@@ -52,7 +52,21 @@ def default_run_name(generator: str, split: str, variants: int, seed: int) -> st
     return f"{generator}-{split}-k{variants}-s{seed}"
 
 
-def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templates", masker: str = "store",
+# what --masker / --prompts are when neither the user nor the generator names one
+FALLBACK_MASKER, FALLBACK_PROMPTS = "store", "templates"
+
+
+def plugin_choice(given: str | None, gen_cls, generator: str, attribute: str, fallback: str) -> tuple[str, str]:
+    """(plugin name, where it came from): the user's, else the generator's ``default_masker`` / ``default_prompts``, else ``fallback``."""
+    if given:
+        return given, "given"
+    declared = getattr(gen_cls, attribute, None)
+    if declared:
+        return str(declared), f"{generator}'s default"
+    return fallback, "default"
+
+
+def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = None, masker: str | None = None,
                variants: int = 10, seed: int = 0, name: str | None = None, split: str = "train",
                batch_size: int = 8, chunk_size: int = 64, shard=None, filters=(),
                generator_settings: dict | None = None, prompt_settings: dict | None = None,
@@ -61,7 +75,9 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     """Generate (or finish) a run of ``variants`` images per usable image of ``split``; return a summary.
 
     Arguments mirror ``reidkit expand`` flags: ``generator`` / ``prompts`` /
-    ``masker`` are plugin names with their ``*_settings`` overrides;
+    ``masker`` are plugin names with their ``*_settings`` overrides (``prompts``
+    / ``masker`` None: the generator's ``default_prompts`` / ``default_masker``
+    when it declares them, else ``templates`` / ``store``);
     ``filters`` is a list of ``"NAME"``, ``"NAME:k=v,..."`` or
     ``{"name": NAME, k: v}``; ``shard`` is ``(I, N)`` or ``"I/N"`` (None:
     the launcher's rank when RANK/WORLD_SIZE are set, else everything);
@@ -71,7 +87,10 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     settings resumes; other settings under the same name are refused.
 
     Returns a dict: run, path, planned, skipped (already done), generated,
-    kept, rejected, reject_reasons, seconds, images_per_s, shard, pass_rates.
+    kept, rejected, reject_reasons, seconds, images_per_s, shard, pass_rates,
+    generator, masker and prompts (the plugins used; None where the generator
+    needs none) and chosen_by (for masker and prompts: "given", "default",
+    or "GENERATOR's default").
     """
     store = open_store(store_path)
     shard = seeding.parse_shard(shard) if isinstance(shard, str) else shard
@@ -80,6 +99,8 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     tag = seeding.shard_tag(shard)
 
     gen_cls, gen_settings = _plugin("generators", "generator", generator, generator_settings)
+    prompts, prompts_from = plugin_choice(prompts, gen_cls, generator, "default_prompts", FALLBACK_PROMPTS)
+    masker, masker_from = plugin_choice(masker, gen_cls, generator, "default_masker", FALLBACK_MASKER)
     src_cls, src_settings = _plugin("prompt_sources", "prompt source", prompts, prompt_settings)
     filter_specs = []
     for spec in filters or ():
@@ -133,7 +154,10 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     todo = [k for k in mine if k not in done]
     summary = {"run": run_name, "path": str(run_dir), "planned": len(mine), "skipped": len(mine) - len(todo),
                "generated": 0, "kept": 0, "rejected": 0, "reject_reasons": {}, "seconds": 0.0, "images_per_s": 0.0,
-               "shard": f"{shard[0]}/{shard[1]}" if shard else "all", "pass_rates": {}}
+               "shard": f"{shard[0]}/{shard[1]}" if shard else "all", "pass_rates": {},
+               "generator": generator, "masker": masker if needs_masks else None,
+               "prompts": prompts if planned is None else None,
+               "chosen_by": {"masker": masker_from, "prompts": prompts_from}}
     if not todo:
         summary["pass_rates"] = run_pass_rates(run_dir, store, filter_specs, device or "auto")
         return summary
@@ -182,6 +206,8 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str = "templa
     summary["images_per_s"] = summary["generated"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
     summary["pass_rates"] = run_pass_rates(run_dir, store, filter_specs, dev)
     summary["bank_parse_failures"] = bank.parse_failures if bank is not None else 0
+    summary["bank_truncated_answers"] = bank.truncated_answers if bank is not None else 0  # VLM answers cut at their token limit
+    summary["bank_truncated_replies"] = bank.truncated_replies if bank is not None else 0  # LLM replies cut at theirs
     return summary
 
 
