@@ -28,7 +28,8 @@ def worlds(tmp_path_factory):
 
 def test_two_sources_never_merge_identities(worlds, tmp_path):
     out = tmp_path / "pre.h5"
-    r = run_cli("pretrain-store", "--source", worlds[0], "--source", worlds[1], "--run", "gen", "--out", out)
+    # '--run gen' given once per source, as people write it, names the run once (each image taken once)
+    r = run_cli("pretrain-store", "--source", worlds[0], "--run", "gen", "--source", worlds[1], "--run", "gen", "--out", out)
     assert r.exit_code == 0, r.output
     pre = open_store(out)
     sources = [open_store(w) for w in worlds]

@@ -30,7 +30,8 @@ def pretrain_store(sources, runs, out, eval_stores, allow_overlap, include_rejec
     from reidkit.store.writer import check_output
 
     check_output(out, force)  # before reading anything: a wrong --out fails at once
-    records, reports, identities = collect(list(sources), list(runs) or None, eval_stores=list(eval_stores), allow_overlap=allow_overlap,
+    runs = list(dict.fromkeys(runs))  # '--source a --run r --source b --run r' names run r once, not twice
+    records, reports, identities = collect(list(sources), runs or None, eval_stores=list(eval_stores), allow_overlap=allow_overlap,
                                include_rejected=include_rejected, with_real=with_real)
     options = {"eval_stores": [str(p) for p in eval_stores], "include_rejected": include_rejected, "with_real": with_real,
                "allowed": allow_overlap}
