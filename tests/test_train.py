@@ -395,3 +395,33 @@ def test_cal_and_bot_necks_and_classifiers_follow_their_references():
     # BoT: BNNeck without shift, weight 1; bias-free classifier
     assert not bot.backbone.bn.bias.requires_grad and torch.equal(bot.backbone.bn.weight, torch.ones_like(bot.backbone.bn.weight))
     assert bot.heads.classifier.bias is None
+
+
+def test_schedule_points_beyond_the_run_warn_or_scale():
+    from reidkit.training.config import resolve_config, schedule_warnings
+
+    short = resolve_config("progressive", {}, {"epochs": 24, "generated": ["gen"]})
+    lines = schedule_warnings(short)
+    named = {line.split("'")[1] for line in lines}
+    assert named == {"clothes_start_epoch", "adversarial_start_epoch", "milestones"}  # 25, 25 and 40 of 60
+    assert all("scale_schedule" in line for line in lines)
+    assert "[40]" in next(line for line in lines if "'milestones'" in line)  # 20 is reached, 40 is not
+    scaled = resolve_config("progressive", {}, {"epochs": 24, "generated": ["gen"], "scale_schedule": True})
+    # CAL's 60-epoch schedule times 24/60: starts 25 -> 10, steps 20, 40 -> 8, 16, progressive 5, 10, 15 -> 2, 4, 6
+    assert (scaled["clothes_start_epoch"], scaled["adversarial_start_epoch"]) == (10, 10)
+    assert scaled["milestones"] == [8, 16] and scaled["progress_epochs"] == [2, 4, 6]
+    assert schedule_warnings(scaled) == []
+    assert schedule_warnings(resolve_config("cal", {}, {})) == []  # the paper schedule fits its own 60 epochs
+    tiny = resolve_config("progressive", {}, {"epochs": 3, "generated": ["gen"], "progress_epochs": [1, 2]})
+    assert any("'progress_epochs' has [2]" in line for line in schedule_warnings(tiny))
+
+
+def test_train_prints_the_schedule_warning_once(world, tmp_path):
+    from tests.helpers import run_console
+
+    proc = run_console("train", world, "--plugin", "cal", "--backbone", "resnet18", "--weights", "none", "--epochs", "1",
+                       "--steps-per-epoch", "1", "--batch", "2,2", "--height", "64", "--width", "32", "--num-workers", "0",
+                       "--device", "cpu", "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-800:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("Warning: setting")]
+    assert len(warnings) == 3 and "adversarial_start_epoch" in proc.stderr

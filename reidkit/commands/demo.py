@@ -5,7 +5,7 @@ import click
 
 
 @click.command("demo")
-@click.option("--out", "out", type=click.Path(file_okay=False), default="reidkit-demo", show_default=True,
+@click.option("--out", "out", type=click.Path(file_okay=False), default="demo-output", show_default=True,
               help="Folder for the store, runs, results.json, contact sheet and CMC plots (reused on rerun).")
 @click.option("--quick", is_flag=True, help="A reduced world and 2 epochs (about a minute; used by the tests).")
 @click.option("--base", type=click.Choice(["baseline", "cal"]), default="cal", show_default=True,

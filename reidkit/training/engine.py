@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -141,6 +142,11 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             start_epoch = int(state["epoch"]) + 1
         if ctx.main:
             ckpt.write_config(out, config)
+            if start_epoch == 0:
+                from reidkit.training.config import schedule_warnings
+
+                for line in schedule_warnings(config):
+                    print(f"Warning: {line}", file=sys.stderr)
         barrier(ctx)
 
         net = model
