@@ -68,8 +68,11 @@ def print_table(results: dict, title: str):
 
 
 def run_evaluation(store, features, index, protocols=(), distance="cosine", rerank=None, device="cpu", seed=0,
-                   as_json=False, plot=None, show_progress=True) -> dict:
-    """Evaluate, then report (table or JSON, optional CMC plot); shared by every feature source."""
+                   as_json=False, plot=None, show_progress=True, source=None) -> dict:
+    """Evaluate, then report (table or JSON, optional CMC plot); shared by every feature source.
+
+    ``source`` names where the features came from (e.g. the checkpoint) in the plot's title.
+    """
     from reidkit.evaluation.protocols import evaluate_store, protocol_rows, validate_inputs
     from reidkit.progress import progress_bar
 
@@ -86,7 +89,7 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
     if plot:
         from reidkit.evaluation.plots import write_cmc_plot
 
-        write_cmc_plot(results, plot, title=f"{store.dataset}: {distance}" + (" + re-ranking" if rerank else ""))
+        write_cmc_plot(results, plot, title=plot_title(store, f"{distance}" + (" + re-ranking" if rerank else ""), source))
         click.echo(f"Wrote CMC plot {plot}", err=True)
     return results
 
@@ -163,10 +166,23 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         if plot:
             from reidkit.evaluation.plots import write_cmc_plot
 
-            write_cmc_plot(results, plot, title=f"{opened.dataset}: refined with {refine_run}")
+            write_cmc_plot(results, plot, title=plot_title(opened, f"refined with {refine_run}", feature_source(checkpoint, features_path)))
         return
     settings = {"k1": k1, "k2": k2, "lambda": lambda_} if rerank else None
-    run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot)
+    run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot,
+                   source=feature_source(checkpoint, features_path))
+
+
+def feature_source(checkpoint=None, features_path=None) -> str | None:
+    """What the plot title names as the features' origin: the checkpoint folder's name, else the features file's."""
+    if checkpoint is not None:
+        return f"checkpoint {Path(checkpoint).resolve().name}"
+    return f"features {Path(features_path).name}" if features_path is not None else None
+
+
+def plot_title(store, setting: str, source=None) -> str:
+    """CMC plot title: the model (checkpoint) or features plotted, the dataset, the scoring."""
+    return f"{source} on {store.dataset}: {setting}" if source else f"{store.dataset}: {setting}"
 
 
 def _selected(store, protocols):

@@ -1,4 +1,4 @@
-"""Contact sheets of a generated run: each chosen original next to its variants, prompts under them."""
+"""Contact sheets of a generated run: each chosen original next to its variants, columns headed, prompts under them."""
 from __future__ import annotations
 
 import html
@@ -17,6 +17,14 @@ def choose_sources(run, n: int, seed: int = 0) -> list[int]:
         raise ReidkitError(f"run '{run.name}' has no items yet")
     picked = np.random.default_rng(seed).choice(sources, size=min(n, len(sources)), replace=False)
     return sorted(int(s) for s in picked)
+
+
+ORIGINAL, MASK = (0, "original"), (1, "mask")
+
+
+def variant_column(variant: int) -> tuple[int, str]:
+    """Sheet column of a run's variant number (0-based): headed 'variant 1' for the first."""
+    return (2 + variant, f"variant {variant + 1}")
 
 
 def run_mask_set(store, run):
@@ -49,11 +57,13 @@ def gather(store, run, sources, with_masks: bool):
         idx = np.flatnonzero(src == s)
         idx = idx[np.argsort(run.variant()[idx])]
         first = [{"image": store.image(s), "caption": f"original #{s} pid {int(store.pid[s])} cam {int(store.camera[s])}",
-                  "kept": True}]
+                  "kept": True, "column": ORIGINAL}]
         if masks is not None and s in masks:
-            first.append({"image": overlay(store.image(s), masks.clothing_mask(s)), "caption": f"mask ({masks.name})", "kept": True})
+            first.append({"image": overlay(store.image(s), masks.clothing_mask(s)), "caption": f"mask ({masks.name})", "kept": True,
+                          "column": MASK})
         variants = [{
             "image": run.image(j),
+            "column": variant_column(int(run.variant()[j])),
             "caption": str(run.column("prompt")[j]),
             "key": str(run.column("target_clothes_key")[j]),
             "seed": int(run.column("seed")[j]),
@@ -66,39 +76,34 @@ def gather(store, run, sources, with_masks: bool):
     return rows
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return lines + ([line] if line else [])
+def sheet_cells(rows) -> tuple[list[list], list[str]]:
+    """``gather``'s rows as ``labelled_tile`` cells, each in its column (original, mask, variant k), and the headers.
 
-
-def render_sheet(rows, height=160, width=80, text_lines=5, pad=2) -> np.ndarray:
-    """One RGB image: cells of image + caption band; rejected variants framed in red."""
-    import cv2
-
-    from reidkit.store.preview import tile
-
-    band = 10 * text_lines + 4
+    A cell without a ``column`` stays at its position; a column some rows lack (a missing mask or variant) is left empty there.
+    """
+    keys = [[cell.get("column", (c, "")) for c, cell in enumerate(row)] for row in rows]
+    columns = sorted(set(k for row in keys for k in row))
+    where = {k: c for c, k in enumerate(columns)}
     cells = []
-    for row in rows:
-        out_row = []
-        for cell in row:
-            img = cv2.resize(cell["image"], (width, height), interpolation=cv2.INTER_AREA)
-            if not cell["kept"]:
-                cv2.rectangle(img, (0, 0), (width - 1, height - 1), (220, 0, 0), 2)
-            canvas = np.full((height + band, width, 3), 255, np.uint8)
-            canvas[:height] = img
-            caption = cell["caption"] if cell["kept"] else f"REJECTED {cell['caption']}"
-            for k, line in enumerate(_wrap(caption, max(6, width // 6))[:text_lines]):
-                cv2.putText(canvas, line, (1, height + 10 + 10 * k), cv2.FONT_HERSHEY_PLAIN, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-            out_row.append(canvas)
-        cells.append(out_row)
-    return tile(cells, height=height + band, width=width, pad=pad)
+    for row, row_keys in zip(rows, keys):
+        out = [None] * len(columns)
+        for cell, key in zip(row, row_keys):
+            kept = cell.get("kept", True)
+            out[where[key]] = {"image": cell["image"], "caption": cell["caption"] if kept else f"REJECTED {cell['caption']}",
+                               "frame": None if kept else (220, 0, 0)}
+        cells.append(out)
+    return cells, [label for _, label in columns]
+
+
+def render_sheet(rows, height=160, width=80, pad=2) -> np.ndarray:
+    """One RGB image: a header per column, cells of image + caption wrapped under it; rejected variants framed in red.
+
+    The one contact-sheet renderer: ``reidkit show`` and the demo's contact sheet both draw with it.
+    """
+    from reidkit.store.preview import labelled_tile
+
+    cells, columns = sheet_cells(rows)
+    return labelled_tile(cells, columns=columns, height=height, width=width, pad=pad)
 
 
 def write_sheet(rows, out: Path, **kw) -> Path:

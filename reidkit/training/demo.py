@@ -77,22 +77,19 @@ def _epochs_done(out: Path) -> int:
 
 
 def contact_sheet(store, run, path: Path, rows=6, seed=0):
-    """Originals (first column) next to their generated variants."""
-    import cv2
+    """Originals (first column) next to their kept variants, drawn as ``reidkit show`` draws its sheet.
 
-    from reidkit.store.preview import tile
+    Columns headed (original, variant 1..k), each original captioned with its source image, person and camera,
+    each variant with its prompt; a rejected variant's place is left empty.
+    """
+    from reidkit.generation.contact_sheet import gather, write_sheet
 
     kept = np.flatnonzero(run.kept())
     sources = np.unique(run.source_index()[kept])
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(sources, min(rows, len(sources)), replace=False))
-    grid = []
-    for src in chosen:
-        items = kept[run.source_index()[kept] == src]
-        items = items[np.argsort(run.variant()[items])]
-        grid.append([store.image(int(src))] + [run.image(int(i)) for i in items])
-    cv2.imwrite(str(path), cv2.cvtColor(tile(grid), cv2.COLOR_RGB2BGR))
-    return path
+    grid = [[cell for cell in row if cell["kept"]] for row in gather(store, run, [int(s) for s in chosen], with_masks=False)]
+    return write_sheet(grid, path)
 
 
 def run_demo(out, quick=False, seeds=(0, 1, 2), base="cal", refine=True, workers=0, overrides=None, echo=print) -> dict:
