@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
+import re
 import sys
 
 import click
 
 from reidkit._version import __version__
+from reidkit.errors import ReidkitError
 
 # name -> (module, attribute, one-line help). A command shows up once its module exists.
 BUILTIN_COMMANDS = {
@@ -71,8 +74,13 @@ class ReidkitGroup(click.Group):
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
         if name is not None and self.get_command(ctx, name) is None and not name.startswith("-"):
-            known = ", ".join(self.list_commands(ctx))
-            raise click.UsageError(f"unknown command '{name}' (commands: {known})", ctx)
+            import difflib
+
+            commands = self.list_commands(ctx)
+            close = difflib.get_close_matches(name, commands, n=1, cutoff=0.6)
+            if close:
+                raise click.UsageError(f"No such command '{name}'. Did you mean '{close[0]}'?", ctx)
+            raise click.UsageError(f"No such command '{name}' (commands: {', '.join(commands)})", ctx)
         return super().resolve_command(ctx, args)
 
 
@@ -90,8 +98,34 @@ def cli(debug):
         os.environ["REIDKIT_DEBUG"] = "1"
 
 
+_HIDDEN_TRACE = re.compile(r"\s*[^.()]*\b(?:stack\s?trace|traceback)\b[^.()]*\babove\b[^.()]*\.?", re.IGNORECASE)
+
+
+def without_hidden_trace(message: str) -> str:
+    """A library's message less its sentences pointing to a stack trace 'above': reidkit shows none."""
+    return _HIDDEN_TRACE.sub("", message).strip()
+
+
+class _OfflineHubNote(logging.Filter):
+    """Drops the hub libraries' 'Couldn't connect to the Hub ... will try the local cache' notes when HF_HUB_OFFLINE
+    asks for exactly that: a missing model then fails in one line of reidkit's, not three."""
+
+    def filter(self, record):
+        return not (os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+                    and str(record.msg).startswith("Couldn't connect to the Hub"))
+
+
+def _quiet_offline_hub_notes():
+    for name in ("diffusers.pipelines.pipeline_utils", "transformers.utils.hub", "transformers.modeling_utils"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OfflineHubNote) for f in logger.filters):
+            logger.addFilter(_OfflineHubNote())
+
+
 def main(argv=None):
     """Console entry point: exit 0 success, 1 failure, 2 usage error; one line per error."""
+    if not debug_enabled():
+        _quiet_offline_hub_notes()
     try:
         cli.main(args=argv, prog_name="reidkit", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -99,6 +133,8 @@ def main(argv=None):
     except click.ClickException as exc:
         if debug_enabled():
             raise
+        if isinstance(exc, ReidkitError):
+            exc.message = without_hidden_trace(exc.message)
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
@@ -107,7 +143,7 @@ def main(argv=None):
     except Exception as exc:
         if debug_enabled():
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = without_hidden_trace(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         click.echo(f"Error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
     sys.exit(0)

@@ -87,7 +87,7 @@ def test_bad_input_gets_one_line_and_exit_code(tmp_path):
     r = run_console("adapt", "synthetic")
     assert r.returncode == 2 and "--out" in r.stderr
     r = run_console("frobnicate")
-    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+    assert r.returncode == 2 and "No such command 'frobnicate'" in r.stderr
 
 
 def test_force_replaces_store(tmp_path):

@@ -46,7 +46,29 @@ def test_unknown_run_is_one_line(store, tmp_path):
     assert proc.returncode == 1 and "no generated run 'nope'" in proc.stderr and "runs: r, rej" in proc.stderr
 
 
-def test_bank_summary_and_parse_failures_listed(store, tmp_path):
+def test_bank_summary_and_parse_failures_listed(store, tmp_path, monkeypatch):
     result = run_cli("show", store, "--run", "r", "--out", tmp_path / "s.png", "--html", tmp_path / "h")
-    assert "clothing bank 'templates':" in result.output and "0 model replies did not parse" in result.output
+    # templates have no model replies: no "0 model replies did not parse"
+    assert "clothing bank 'templates': " in result.output and "did not parse" not in result.output
     assert "clothing bank templates:" in (tmp_path / "h" / "index.html").read_text()
+    from types import SimpleNamespace
+
+    from reidkit.generation import contact_sheet
+
+    fake = SimpleNamespace(name="llava-llama", entries={"a": None, "b": None, "c": None}, parse_failures=2)
+    monkeypatch.setattr(contact_sheet, "run_bank", lambda store, run: fake)
+    result = run_cli("show", store, "--run", "r", "--out", tmp_path / "s2.png")
+    assert "clothing bank 'llava-llama': 3 outfits, 2 model replies did not parse" in result.output
+
+
+def test_show_without_run_lists_the_runs(store, tmp_path):
+    proc = run_console("show", store, "--out", tmp_path / "x.png")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    runs = reidkit.open_store(store).runs()
+    assert len(line) == 1 and "--run" in line[0], proc.stderr
+    assert f"r ({len(runs['r'])} items), rej ({len(runs['rej'])} items)" in line[0]
+    assert not (tmp_path / "x.png").exists()
+    empty = make_world(tmp_path / "e.h5", ids=4, outfits=2, cameras=2, shots=1)
+    proc = run_console("show", empty)
+    assert proc.returncode == 2 and "no generated run to show yet" in proc.stderr and "reidkit expand" in proc.stderr

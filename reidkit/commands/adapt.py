@@ -86,6 +86,14 @@ class AdaptGroup(click.Group):
 
     def resolve_command(self, ctx, args):
         if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            import difflib
+
+            from reidkit.errors import PluginError
+
+            known = get_plugins().names("adapters")
+            close = difflib.get_close_matches(args[0], known, n=1, cutoff=0.6)
+            if close:
+                raise PluginError(f"unknown adapter '{args[0]}'. Did you mean '{close[0]}'? (known: {', '.join(known)})")
             get_plugins().get("adapters", args[0])  # raises: unknown adapter, with the known names
         return super().resolve_command(ctx, args)
 

@@ -8,7 +8,7 @@ import click
 
 @click.command()
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--run", "run_name", required=True, help="Generated run to show (see 'reidkit info').")
+@click.option("--run", "run_name", help="Generated run to show (without it: the store's runs are listed).")
 @click.option("--out", type=click.Path(path_type=Path), help="Write a PNG contact sheet here. [default: RUN.png]")
 @click.option("--html", "html_dir", type=click.Path(path_type=Path), help="Also write an HTML page with every detail into this folder.")
 @click.option("--masks", is_flag=True, help="Show each original's clothing mask too.")
@@ -20,6 +20,12 @@ def show(store, run_name, out, html_dir, masks, sources, seed):
     from reidkit.store import open_store
 
     opened = open_store(store)
+    if run_name is None:
+        runs = opened.runs()
+        if not runs:
+            raise click.UsageError(f"{store} has no generated run to show yet (make one with 'reidkit expand')")
+        listed = ", ".join(f"{name} ({len(r)} items)" for name, r in runs.items())
+        raise click.UsageError(f"which run? choose one of {store}'s runs with --run: {listed}")
     run = opened.run(run_name)
     rows = gather(opened, run, choose_sources(run, sources, seed), masks)
     sheet = write_sheet(rows, out or Path(f"{run_name}.png"))
@@ -28,6 +34,7 @@ def show(store, run_name, out, html_dir, masks, sources, seed):
     click.echo(f"run {run_name}: {int(kept.sum())}/{len(kept)} items kept")
     bank = run_bank(opened, run)
     if bank is not None:
-        click.echo(f"clothing bank '{bank.name}': {len(bank.entries)} outfits, {bank.parse_failures} model replies did not parse")
+        failed = f", {bank.parse_failures} model replies did not parse" if bank.parse_failures else ""  # none for templates
+        click.echo(f"clothing bank '{bank.name}': {len(bank.entries)} outfits{failed}")
     if html_dir:
         click.echo(f"html: {write_html(rows, run, html_dir, bank)}")

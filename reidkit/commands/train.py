@@ -20,29 +20,40 @@ def parse_batch(value):
 
 @click.command("train")
 @click.argument("store", type=click.Path(dir_okay=False))
-@click.option("--plugin", "plugin", default=None, help="Strategy: baseline (BoT), cal, progressive (DLCR) [default: baseline].")
-@click.option("--generated", "generated", multiple=True, help="Generated run(s) to train with (repeatable).")
-@click.option("--base", default=None, help="progressive only: base strategy, cal (default) or baseline.")
-@click.option("--backbone", default=None, help="Backbone plugin, or a timm model name (resnet50, resnet18, ...).")
-@click.option("--weights", default=None, help="Backbone start weights: imagenet (default; resnet50 -> timm resnet50.tv_in1k, from the Hugging Face "
-                                          "cache or hub), a .safetensors file, or none (random init).")
-@click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --plugin pretrain' (its run folder).")
-@click.option("--epochs", type=int, default=None)
+@click.option("--plugin", "plugin", default=None, help="Strategy: baseline (BoT), cal (CAL), progressive (DLCR), pretrain (Diffusion-ReID "
+                                                      "pre-training: exports backbone.safetensors for --init-from). [default: baseline]")
+@click.option("--generated", "generated", multiple=True, help="Generated run(s) to train with (repeatable; 'reidkit info' lists them). "
+                                                             "[default: none; progressive needs one]")
+@click.option("--base", default=None, help="progressive only: base strategy, cal or baseline. [default: cal]")
+@click.option("--backbone", default=None, help="Backbone plugin, or a timm model name (resnet50, resnet18, ...). "
+                                            "[default: strategy's: resnet50, or the --init-from export's]")
+@click.option("--weights", default=None, help="Backbone start weights: imagenet (resnet50 -> timm resnet50.tv_in1k, from the Hugging Face "
+                                          "cache or hub), a .safetensors file, or none (random init). "
+                                          "[default: strategy's: imagenet; pretrain: none]")
+@click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --plugin pretrain' (its run folder "
+                                                            "or backbone.safetensors). [default: none]")
+@click.option("--epochs", type=int, default=None, help="Training epochs (a schedule point beyond the last one is warned about). "
+                                                      "[default: strategy's: baseline 120, cal / progressive / pretrain 60]")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<plugin>].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML file with the same settings.")
-@click.option("--seed", type=int, default=None)
-@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1.")
-@click.option("--batch", default=None, help="P,K: persons per batch, images per person.")
-@click.option("--ids-per-batch", type=int, default=None)
-@click.option("--images-per-id", type=int, default=None)
-@click.option("--height", type=int, default=None)
-@click.option("--width", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None, help="Mixed precision on GPU.")
-@click.option("--num-workers", type=int, default=None, help="Data-loading processes.")
-@click.option("--eval-every", type=int, default=None, help="Evaluate every N epochs (0: never during training).")
-@click.option("--steps-per-epoch", "max_steps_per_epoch", type=int, default=None, help="Cap batches per epoch (quick runs).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file with the same settings as keys (options given win; docs/training.md). [default: none]")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling and augmentation. [default: 0]")
+@click.option("--device", default=None, help="auto (a visible GPU, else cpu), cpu, cuda, cuda:1. [default: auto]")
+@click.option("--batch", default=None, help="P,K: persons per batch, images per person (or --ids-per-batch / --images-per-id). "
+                                         "[default: strategy's: baseline / pretrain 16,4; cal / progressive 4,8]")
+@click.option("--ids-per-batch", type=int, default=None, help="P: persons per batch. [default: strategy's: baseline 16, cal 4]")
+@click.option("--images-per-id", type=int, default=None, help="K: images per person in a batch. [default: strategy's: baseline 4, cal 8]")
+@click.option("--height", type=int, default=None, help="Input image height in pixels. [default: strategy's: baseline 256, cal 384]")
+@click.option("--width", type=int, default=None, help="Input image width in pixels. [default: strategy's: baseline 128, cal 192]")
+@click.option("--lr", type=float, default=None, help="Base learning rate (Adam). [default: strategy's: 3.5e-4 for all]")
+@click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None,
+              help="Mixed precision on GPU (auto: bf16 where supported, else fp16; CPU runs never use it). [default: auto]")
+@click.option("--num-workers", type=int, default=None, help="Data-loading processes (0: load in the training process). [default: 2]")
+@click.option("--eval-every", type=int, default=None, help="Evaluate every N epochs (0: never during training). [default: 0]")
+@click.option("--steps-per-epoch", "max_steps_per_epoch", type=int, default=None,
+              help="Cap batches per epoch (quick runs). [default: no cap: every batch of the epoch]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped "
+                                          "(alone with --out: with the run's own settings). [default: off]")
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
           images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume):
     """Train a model: reidkit train STORE --plugin progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME

@@ -104,11 +104,16 @@ def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cp
     cls = get_plugins().get("prompt_sources", source)
     settings = resolve_settings("prompt source", source, cls, overrides)
     name = bank_name or settings_name(source, settings, dict(getattr(cls, "defaults", {})))
-    d = open_part(store, KIND, name, {"source": source, "settings": settings, "split": split},
-                           must_match=("source", "settings", "split"))
-    bank = ClothingBank.read(d)
-    if bank.entries:
-        return bank
+    d = chunks.part_dir(store, KIND, name)
+
+    def create():  # an existing bank's settings must agree; a new one is created when it is published
+        return open_part(store, KIND, name, {"source": source, "settings": settings, "split": split},
+                         must_match=("source", "settings", "split"))
+
+    if (d / "part.json").is_file():
+        bank = ClothingBank.read(create())
+        if bank.entries:
+            return bank
     groups = outfit_groups(store, split)
     if not groups:
         raise ReidkitError(f"split '{split}' has no usable images to build a clothing bank from")
@@ -123,7 +128,7 @@ def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cp
         if not e.items and e.ok:  # a failed parse may leave an outfit without items (DLCR: an empty prompt)
             raise ReidkitError(f"prompt source '{source}' gave outfit '{e.key}' no clothing items")
     try:
-        _publish_bank(d, entries, getattr(source_obj, "counts", None))
+        _publish_bank(create(), entries, getattr(source_obj, "counts", None))
     except FileExistsError:  # another rank published the same (seeded) bank first
         pass
     return ClothingBank.read(d)

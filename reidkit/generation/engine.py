@@ -148,8 +148,17 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
         "seed_rule": "item seed = SeedSequence([run seed, 0, source index, variant]); target = "
                      "permutation SeedSequence([run seed, 1, source index]) of the bank minus the own outfit, variant-th",
     }
-    run_dir = open_part(store, RUN_KIND, run_name, info, must_match=MATCHED)
-    done = GeneratedRun(run_dir, store).done_keys()
+    run_dir = chunks.part_dir(store, RUN_KIND, run_name)
+
+    def publish_run():  # the run's part.json: a rerun's or another shard's settings must agree with it
+        return open_part(store, RUN_KIND, run_name, info, must_match=MATCHED)
+
+    # An existing run is checked now (other settings are refused before any work); a new one is created with
+    # its first chunk, so a model that fails to load (or a first batch that fails) leaves no empty run behind.
+    existing = (run_dir / "part.json").is_file()
+    if existing:
+        publish_run()
+    done = GeneratedRun(run_dir, store).done_keys() if existing else set()
     mine = seeding.shard_items(keys, shard)
     todo = [k for k in mine if k not in done]
     summary = {"run": run_name, "path": str(run_dir), "planned": len(mine), "skipped": len(mine) - len(todo),
@@ -159,6 +168,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
                "prompts": prompts if planned is None else None,
                "chosen_by": {"masker": masker_from, "prompts": prompts_from}}
     if not todo:
+        publish_run()  # nothing left to make (or nothing planned): the run is what it is
         summary["pass_rates"] = run_pass_rates(run_dir, store, filter_specs, device or "auto")
         return summary
 
@@ -183,7 +193,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
     made_by = {"shard": summary["shard"], "device": str(getattr(gen, "device", dev)), "batch_size": int(batch_size),
                "reidkit_version": __version__}
-    writer = _ChunkWriter(run_dir, tag, chunk_size, made_by)
+    writer = _ChunkWriter(run_dir, tag, chunk_size, made_by, create=None if existing else publish_run)
     from reidkit.progress import progress_bar
 
     start = time.perf_counter()
@@ -290,8 +300,9 @@ def judge(filter_instances, items, outputs, nonfinite) -> list[Verdict]:
 class _ChunkWriter:
     """Buffers finished items and publishes them as one chunk every ``size`` items."""
 
-    def __init__(self, run_dir, tag, size, attrs):
+    def __init__(self, run_dir, tag, size, attrs, create=None):
         self.run_dir, self.tag, self.size, self.attrs = run_dir, tag, max(1, int(size)), attrs
+        self.create = create  # makes the run's part.json before the first chunk (None: it exists)
         self.rows = self._empty()
 
     @staticmethod
@@ -318,5 +329,8 @@ class _ChunkWriter:
 
     def flush(self):
         if self.rows["image"]:
+            if self.create is not None:
+                self.create()
+                self.create = None
             chunks.write_chunk(self.run_dir, self.tag, self.rows, attrs=self.attrs)
             self.rows = self._empty()

@@ -48,21 +48,34 @@ def ensure_masks(store, masker: str, overrides: dict | None, indices, *, device:
         raise ReidkitError(f"the store already ships masks named '{name}'; pass another mask name")
     instance = cls(settings, device)
     info = {"masker": masker, "settings": settings, "labels": list(instance.labels), "clothing": list(instance.clothing)}
-    d = open_part(store, KIND, name, info, must_match=("masker", "settings", "labels", "clothing"))
-    done = set(MaskSet.from_file(d, store).index.tolist())
+    d = chunks.part_dir(store, KIND, name)
+
+    def create():  # an existing mask set's settings must agree; a new one is created with its first chunk
+        return open_part(store, KIND, name, info, must_match=("masker", "settings", "labels", "clothing"))
+
+    existing = (d / "part.json").is_file()
+    if existing:
+        create()
+    done = set(MaskSet.from_file(d, store).index.tolist()) if existing else set()
     todo = [i for i in indices.tolist() if i not in done]
-    if todo:
-        _compute(store, instance, todo, d, batch_size, chunk_size, tag, show_progress, masker)
+    if todo:  # a masker that fails before its first chunk (e.g. its model is missing) leaves no empty mask set
+        _compute(store, instance, todo, d, batch_size, chunk_size, tag, show_progress, masker, None if existing else create)
+    elif not existing:
+        create()
     return MaskSet.from_file(d, store)
 
 
-def _compute(store, instance, todo, d, batch_size, chunk_size, tag, show_progress, masker):
+def _compute(store, instance, todo, d, batch_size, chunk_size, tag, show_progress, masker, create=None):
     from reidkit.progress import progress_bar
 
     rows = {"index": [], "label_map": []}
+    pending = [create]  # makes the part.json before the first chunk (None: it exists)
 
     def flush():
         if rows["index"]:
+            if pending[0] is not None:
+                pending[0]()
+                pending[0] = None
             chunks.write_chunk(d, tag, rows)
             rows["index"], rows["label_map"] = [], []
 

@@ -61,7 +61,7 @@ def create_part(store, kind: str, name: str, info: dict, *, must_match: tuple[st
             if json.dumps(old.get(key), sort_keys=True) != json.dumps(info.get(key), sort_keys=True):
                 raise StoreError(
                     f"{kind[:-1] if kind.endswith('s') else kind} '{name}' exists with other {key}: "
-                    f"{json.dumps(old.get(key), sort_keys=True)} (choose another --name, or repeat the same settings to resume)"
+                    f"{describe_changes(old.get(key), info.get(key))} (choose another --name, or repeat the same settings to resume)"
                 )
         return d
     info.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -72,6 +72,26 @@ def create_part(store, kind: str, name: str, info: dict, *, must_match: tuple[st
     except FileExistsError:  # another shard created it first: fine if it agrees
         return create_part(store, kind, name, info, must_match=must_match)
     return d
+
+
+def _flat(value, prefix=""):
+    """{dotted key: JSON text} of a settings value (nested mappings flattened; anything else one leaf)."""
+    if isinstance(value, dict) and value:
+        out = {}
+        for k in sorted(value, key=str):
+            out.update(_flat(value[k], f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.dumps(value, sort_keys=True, default=str)}
+
+
+def describe_changes(old, new, limit: int = 6) -> str:
+    """'key: old -> new' for each setting that differs (nested keys dotted; 'unset' where one side lacks it)."""
+    before, after = _flat(old), _flat(new)
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    parts = [f"{k or 'value'}: {before.get(k, 'unset')} -> {after.get(k, 'unset')}" for k in changed[:limit]]
+    if len(changed) > limit:
+        parts.append(f"and {len(changed) - limit} more")
+    return "; ".join(parts) if parts else "(none that can be named)"
 
 
 def chunk_files(d: Path) -> list[Path]:
