@@ -118,6 +118,7 @@ def test_missing_hub_model_offline_is_one_line_fast_and_leaves_no_run(world, tmp
     errors = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("prompts templates:")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
     assert errors[0].startswith("Error: cannot load inpainting model 'no/such-model'") and "pass a local folder with --model" in errors[0]
+    assert "in the Hugging Face cache" in errors[0] and "HF_HUB_OFFLINE forbids downloading" in errors[0]
     assert "stacktrace" not in proc.stderr.lower() and "traceback" not in proc.stderr.lower()
     assert "Couldn't connect to the Hub" not in proc.stderr
     assert took < 45, f"took {took:.0f} s"  # imports only: no hub retries for a minute

@@ -203,7 +203,9 @@ class DiffusionReidGenerator:
                     self.model_id, dtype=self._dtype(), safety_checker=None, requires_safety_checker=False
                 )
             except OSError as exc:
-                raise PluginError(f"cannot load diffusion model '{self.model_id}': {str(exc).splitlines()[0]}") from None
+                from reidkit.hub import load_failure
+
+                raise PluginError(load_failure("diffusion model", self.model_id, exc, "pass a local folder with --model")) from None
             pipe.set_progress_bar_config(disable=True)
             self._pipe = pipe.to(self.device)
         return self._pipe

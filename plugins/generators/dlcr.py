@@ -85,10 +85,9 @@ class DlcrGenerator:
                     self.model_id, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
                 )
         except (OSError, ValueError, EnvironmentError) as exc:
-            raise ReidkitError(
-                f"cannot load inpainting model '{self.model_id}': {str(exc).strip().splitlines()[0]} "
-                "(offline? pass a local folder with --model)"
-            ) from None
+            from reidkit.hub import load_failure
+
+            raise ReidkitError(load_failure("inpainting model", self.model_id, exc, "pass a local folder with --model")) from None
         if self.settings["scheduler"] == "ddim":
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         elif self.settings["scheduler"] != "model":

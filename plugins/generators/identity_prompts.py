@@ -208,7 +208,9 @@ class Captioner:
             self.processor = AutoProcessor.from_pretrained(model_id)
             self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype or torch.float32)
         except OSError as exc:
-            raise PluginError(f"cannot load captioner '{model_id}': {str(exc).splitlines()[0]}") from None
+            from reidkit.hub import load_failure
+
+            raise PluginError(load_failure("captioner", model_id, exc, "pass a local folder with --set captioner=DIR")) from None
         self.model.to(device).eval()
         self.device = device
         self.max_new_tokens = max_new_tokens

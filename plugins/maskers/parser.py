@@ -74,8 +74,9 @@ class ParserMasker:
             self.processor = AutoImageProcessor.from_pretrained(self.s["model"])
             model = AutoModelForSemanticSegmentation.from_pretrained(self.s["model"], dtype=torch_dtype(self.s["dtype"], self.device))
         except (OSError, ValueError) as exc:
-            raise ReidkitError(f"cannot load parser '{self.s['model']}': {str(exc).strip().splitlines()[0]} "
-                               "(offline? put it in the hub cache, or pass a local folder with --mask-set model=DIR)") from None
+            from reidkit.hub import load_failure
+
+            raise ReidkitError(load_failure("parser", self.s["model"], exc, "pass a local folder with --mask-set model=DIR")) from None
         if model.config.num_labels != len(self.labels):
             raise ReidkitError(f"parser '{self.s['model']}' predicts {model.config.num_labels} labels but preset "
                                f"'{self.preset}' names {len(self.labels)}; pick another preset or give labels=[...]")

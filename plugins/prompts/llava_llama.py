@@ -94,7 +94,9 @@ class LlavaLlamaPrompts:
         try:
             return loader()
         except (OSError, ValueError) as exc:
-            raise ReidkitError(f"cannot load {what} '{self.s[what]}': {str(exc).strip().splitlines()[0]}") from None
+            from reidkit.hub import load_failure
+
+            raise ReidkitError(load_failure(what, self.s[what], exc, f"pass a local folder with --prompt-set {what}=DIR")) from None
 
     def answer_all(self, images: list[np.ndarray], progress=None) -> tuple[list[str], list[bool]]:
         """The VLM's answer to ``question`` for each image (batched, seeded per batch), and whether each

@@ -143,8 +143,8 @@ def write_html(rows, run, directory: Path, bank=None) -> Path:
     parts.append("</table>")
     if bank is not None:
         failed = [e for e in bank.entries.values() if not e.ok]
-        parts.append(f"<h2>clothing bank {html.escape(bank.name)}: {len(bank.entries)} outfits, "
-                     f"{len(failed)} replies did not parse</h2><table>")
+        parsed = f", {len(failed)} replies did not parse" if failed else ""  # template banks have no replies
+        parts.append(f"<h2>clothing bank {html.escape(bank.name)}: {len(bank.entries)} outfits{parsed}</h2><table>")
         for e in sorted(bank.entries.values(), key=lambda e: (e.ok, e.key)):
             flag = "" if e.ok else " <b>parse failure</b>"
             parts.append(f"<tr><td>{html.escape(e.key)}{flag}</td><td>{html.escape(', '.join(e.items))}</td>"
