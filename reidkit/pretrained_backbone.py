@@ -18,13 +18,13 @@ WEIGHTS_FILE, SETTINGS_FILE = "backbone.safetensors", "backbone.yaml"
 def export_backbone(out, model, config: dict, epoch: int) -> Path:
     """Write ``out/backbone.safetensors`` and ``out/backbone.yaml`` (atomically; each save replaces the last)."""
     import yaml
-    from safetensors.torch import save_file
+
+    from reidkit.training.checkpoint import write_safetensors
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
-    with atomic.atomic_output(out / WEIGHTS_FILE, replace=True) as partial:
-        save_file(state, str(partial), metadata={"format": "reidkit-backbone", "epoch": str(epoch)})
+    write_safetensors(out / WEIGHTS_FILE, state, {"format": "reidkit-backbone", "epoch": str(epoch)})
     backbone = {k: v for k, v in dict(config["backbone"]).items() if k != "weights"}
     info = {"backbone": backbone, "epoch": int(epoch) + 1, "store": config.get("store"),
             "store_fingerprint": config.get("store_fingerprint"), "strategy": config.get("plugin"),

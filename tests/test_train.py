@@ -268,7 +268,7 @@ def test_clothes_classifier_waits_for_its_start_epoch_and_keeps_a_constant_rate(
     two = load_file(str(tmp_path / "two" / "model.safetensors"))
     assert torch.equal(one["heads.clothes"], init.state_dict()["heads.clothes"])  # epoch 0: untouched
     assert not torch.equal(two["heads.clothes"], one["heads.clothes"])  # epoch 1: trained
-    state = torch.load(tmp_path / "two" / "state.pt", weights_only=True)
+    state = torch.load(tmp_path / "two" / "checkpoints" / "epoch-0002" / "state.pt", weights_only=True)
     assert state["side_optimizers"]["clothes"]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # no schedule
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # the main one stepped at epoch 1
 
@@ -425,3 +425,67 @@ def test_train_prints_the_schedule_warning_once(world, tmp_path):
     assert proc.returncode == 0, proc.stderr[-800:]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("Warning: setting")]
     assert len(warnings) == 3 and "adversarial_start_epoch" in proc.stderr
+
+
+# -- checkpoints as one unit ---------------------------------------------------------------
+@pytest.mark.parametrize("kill_at", ["state", "rename"])
+def test_a_checkpoint_cut_short_leaves_the_previous_one_and_resume_matches(world, tmp_path, monkeypatch, kill_at):
+    """A kill while epoch 2's checkpoint is written (after its weights, or before its folder is renamed into place)
+    leaves epoch 1's whole; --resume then ends exactly where the uninterrupted run does, log included."""
+    import reidkit.training.checkpoint as ckpt
+
+    settings = dict(adversarial_start_epoch=1, clothes_start_epoch=0, epochs=3, eval_every=1)
+    straight = train(world, tiny_config("cal", **settings), tmp_path / "a", progress=False, max_steps=2)
+    calls = {"n": 0}
+    target = {"state": (torch, "save"), "rename": (ckpt.Path, "rename")}[kill_at]
+    real = getattr(*target)
+
+    def killed(*args, **kwargs):
+        if kill_at == "rename" and ".partial" not in str(args[0]):
+            return real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint (epoch 2)
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(*target, killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(world, tiny_config("cal", **settings), tmp_path / "b", progress=False, max_steps=2)
+    monkeypatch.undo()
+    run = tmp_path / "b"
+    assert [d.name for d in ckpt.checkpoint_dirs(run)] == ["epoch-0001"]
+    assert load_file(str(run / "model.safetensors")).keys()  # eval still finds the epoch-1 weights
+    with pytest.raises(ReidkitError, match="already holds"):  # a plain rerun is refused, not silently restarted
+        train(world, tiny_config("cal", **settings), run, progress=False, max_steps=2)
+    resumed = train(world, tiny_config("cal", **settings), run, resume=True, progress=False, max_steps=2)
+    assert resumed["epochs_run"] == 2 and resumed["checksum"] == straight["checksum"]
+    assert (run / "log.csv").read_text() .splitlines()[0] == (tmp_path / "a" / "log.csv").read_text().splitlines()[0]
+    rows = [r.split(",")[0] for r in (run / "log.csv").read_text().splitlines()[1:]]
+    assert rows == ["1", "2", "3"]
+    assert (run / "model.safetensors").read_bytes() == (tmp_path / "a" / "model.safetensors").read_bytes()
+
+
+def test_a_kill_before_the_first_checkpoint_resumes_from_the_start(world, tmp_path, monkeypatch):
+    import reidkit.training.checkpoint as ckpt
+
+    real = torch.save
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+    with pytest.raises(KeyboardInterrupt):
+        train(world, tiny_config("baseline", epochs=1), tmp_path / "b", progress=False, max_steps=1)
+    monkeypatch.setattr(torch, "save", real)
+    assert ckpt.latest_checkpoint(tmp_path / "b") is None and (tmp_path / "b" / "config.yaml").is_file()
+    resumed = train(world, tiny_config("baseline", epochs=1), tmp_path / "b", resume=True, progress=False, max_steps=1)
+    straight = train(world, tiny_config("baseline", epochs=1), tmp_path / "a", progress=False, max_steps=1)
+    assert resumed["checksum"] == straight["checksum"]
+
+
+def test_identical_runs_write_identical_weight_files():
+    from reidkit.training.checkpoint import safetensors_bytes
+
+    state = {"b": torch.ones(3), "a": torch.zeros(2)}
+    first = safetensors_bytes(state, {"format": "reidkit", "epoch": "1"})
+    assert all(safetensors_bytes(state, {"epoch": "1", "format": "reidkit"}) == first for _ in range(8))
+    assert b'"__metadata__":{"epoch":"1","format":"reidkit"}' in first
+    from safetensors.torch import load
+
+    assert torch.equal(load(first)["b"], torch.ones(3))

@@ -1,4 +1,5 @@
-"""Checkpoints: model.safetensors + config.yaml (full settings, store fingerprint, label map) + state.pt (to resume)."""
+"""Checkpoints: config.yaml (full settings, store fingerprint, label map), checkpoints/epoch-NNNN/{model.safetensors,
+state.pt, log.csv} published whole, and model.safetensors at the top (the latest weights, for eval)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,8 @@ from pathlib import Path
 from reidkit.errors import ReidkitError
 from reidkit.store import atomic
 
-MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.yaml", "state.pt"
+MODEL_FILE, CONFIG_FILE, STATE_FILE, LOG_FILE = "model.safetensors", "config.yaml", "state.pt", "log.csv"
+CHECKPOINTS = "checkpoints"
 
 
 def write_config(out: Path, config: dict):
@@ -31,20 +33,93 @@ def model_state(model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None):
-    """Write weights, then training state; both carry the epoch, so a torn pair is detected on resume."""
-    import torch
-    from safetensors.torch import save_file
+def safetensors_bytes(state: dict, metadata: dict) -> bytes:
+    """safetensors bytes with the metadata keys in sorted order, so identical runs give identical files.
 
-    with atomic.atomic_output(out / MODEL_FILE, replace=True) as partial:
-        save_file(model_state(model), str(partial), metadata={"epoch": str(epoch), "format": "reidkit"})
+    safetensors writes its metadata map in arbitrary order; the header is rewritten with the same JSON text
+    reordered (same length), leaving the tensor data untouched.
+    """
+    import json
+    import struct
+
+    from safetensors.torch import save
+
+    data = bytearray(save(state, metadata={str(k): str(v) for k, v in metadata.items()}))
+    (n,) = struct.unpack("<Q", data[:8])
+    text = data[8:8 + n].decode("utf-8")
+    header = json.loads(text.rstrip(), object_pairs_hook=dict)
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    rest = {k: v for k, v in header.items() if k != "__metadata__"}
+    fixed = json.dumps({"__metadata__": header["__metadata__"], **rest}, separators=(",", ":"))
+    if len(fixed.encode()) == len(text.rstrip().encode()):  # same keys and values, reordered: same length
+        data[8:8 + n] = fixed.encode().ljust(n, b" ")
+    return bytes(data)
+
+
+def write_safetensors(path: Path, state: dict, metadata: dict):
+    """Atomically write deterministic safetensors bytes to ``path``."""
+    with atomic.atomic_output(Path(path), replace=True) as partial:
+        Path(partial).write_bytes(safetensors_bytes(state, metadata))
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (``checkpoints/epoch-NNNN``, each renamed into place whole)."""
+    root = Path(out) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("epoch-") and d.name[6:].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[6:]))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint folder, or the legacy top-level pair (runs written before folders), or None."""
+    dirs = checkpoint_dirs(out)
+    if dirs:
+        return dirs[-1]
+    out = Path(out)
+    return out if (out / STATE_FILE).is_file() and (out / MODEL_FILE).is_file() else None
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None, keep: int = 2):
+    """Publish weights + training state + log as one unit: built in a hidden folder, renamed into place whole.
+
+    The previous checkpoint stays until the new one is complete, so a kill at any moment leaves a resumable run;
+    ``model.safetensors`` at the top (what eval and inference read) is then replaced atomically.
+    """
+    import shutil
+
+    import torch
+
+    out = Path(out)
+    root = out / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"epoch-{epoch + 1:04d}"
+    partial = root / f".{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # left by a kill: never read
+    partial.mkdir()
+    weights = model_state(model)
+    metadata = {"epoch": str(epoch), "format": "reidkit"}
+    (partial / MODEL_FILE).write_bytes(safetensors_bytes(weights, metadata))
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": torch.get_rng_state(), **(extra or {})}
-    with atomic.atomic_output(out / STATE_FILE, replace=True) as partial:
-        torch.save(state, partial)
+    torch.save(state, partial / STATE_FILE)
+    if (out / LOG_FILE).is_file():
+        shutil.copy2(out / LOG_FILE, partial / LOG_FILE)  # the log as of this checkpoint: restored on resume
+    for f in list(partial.iterdir()) + [partial]:
+        atomic.fsync_path(f)
+    if final.exists():
+        shutil.rmtree(final)  # the same epoch again (a resumed run redoing it): the new one wins
+    partial.rename(final)
+    atomic.fsync_path(root)
+    write_safetensors(out / MODEL_FILE, weights, metadata)
+    for old in checkpoint_dirs(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for legacy in (out / STATE_FILE,):  # a run from before checkpoint folders: its pair is superseded
+        legacy.unlink(missing_ok=True)
 
 
 def load_weights(out: Path) -> tuple[dict, int]:
+    """The run's published weights (``out/model.safetensors``, or a checkpoint folder's) and their epoch."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -56,12 +131,12 @@ def load_weights(out: Path) -> tuple[dict, int]:
     return load_file(str(path)), epoch
 
 
-def load_state(out: Path) -> dict:
+def load_state(folder: Path) -> dict:
     import torch
 
-    path = Path(out) / STATE_FILE
+    path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise ReidkitError(f"{out} has no {STATE_FILE}: nothing to resume")
+        raise ReidkitError(f"{folder} has no {STATE_FILE}: nothing to resume")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -61,10 +61,10 @@ def train_config(plugin: str, s: dict, seed: int, generated=None, base="baseline
 
 
 def train_or_resume(store_path, config, out: Path):
-    from reidkit.training.checkpoint import STATE_FILE, read_config
+    from reidkit.training.checkpoint import latest_checkpoint, read_config
     from reidkit.training.engine import train
 
-    if (out / STATE_FILE).exists():
+    if latest_checkpoint(out) is not None:
         if read_config(out).get("epochs") == config["epochs"] and _epochs_done(out) >= config["epochs"]:
             return
         return train(store_path, config, out, resume=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -96,10 +97,11 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
         seed = int(config["seed"])
         # what backbone.weights loads (imagenet -> e.g. resnet50.tv_in1k), into config.yaml
         config["backbone"] = {**config["backbone"], "resolved_weights": resolved_weights(config["backbone"])}
+        checkpoint = ckpt.latest_checkpoint(out)
         if resume:
             saved = _check_resume(out, config, store)
             config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE_CHANGES}}
-        elif (out / ckpt.MODEL_FILE).exists() or (out / ckpt.STATE_FILE).exists():
+        elif checkpoint is not None:
             raise ReidkitError(f"{out} already holds a training run: use --resume to continue it, or another --out")
         items = build_items(store, config["generated"])
         config["store"] = str(Path(store_path).resolve())
@@ -128,16 +130,20 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                            for name, g in separate.items()}  # constant rate: no scheduler
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, strategy.lr_factor)
         start_epoch = 0
-        if resume:
-            state = ckpt.load_state(out)
-            weights, weights_epoch = ckpt.load_weights(out)
+        if resume and checkpoint is None and ctx.main:  # killed before its first checkpoint: start from the beginning
+            print(f"{out}: no complete checkpoint yet; training starts from epoch 1", file=sys.stderr)
+        if resume and checkpoint is not None:
+            state = ckpt.load_state(checkpoint)
+            weights, weights_epoch = ckpt.load_weights(checkpoint)
             if weights_epoch != state["epoch"]:
-                raise ReidkitError(f"{out}: weights (epoch {weights_epoch}) and training state (epoch {state['epoch']}) disagree; the last save was cut short")
+                raise ReidkitError(f"{checkpoint}: weights (epoch {weights_epoch}) and training state (epoch {state['epoch']}) disagree; the last save was cut short")
+            if ctx.main and (checkpoint / ckpt.LOG_FILE).is_file():
+                shutil.copy2(checkpoint / ckpt.LOG_FILE, out / ckpt.LOG_FILE)  # the log as of the checkpoint
             model.load_state_dict(weights)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             for name, opt in side_optimizers.items():
-                opt.load_state_dict(state["side_optimizers"][name])
+                opt.load_state_dict(state.get("side_optimizers", {})[name])
             torch.set_rng_state(state["torch_rng"])
             start_epoch = int(state["epoch"]) + 1
         if ctx.main:
@@ -209,15 +215,15 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                    "images": images, "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2),
                    "data_wait_share": round(wait / seconds, 4), "variant_pool": sampler.limit() or 0}
             last = epoch + 1 == epochs
+            if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
+                row.update(evaluate_during_training(model, store, config, ctx.device))
+            if ctx.main:
+                log.add(row)  # before the checkpoint, which keeps a copy: log and checkpoint never disagree on resume
             if ctx.main and (last or (epoch + 1) % int(config["checkpoint_every"]) == 0):
                 ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch,
                                      extra={"side_optimizers": {n: o.state_dict() for n, o in side_optimizers.items()}})
                 if hasattr(strategy, "on_checkpoint"):  # e.g. pretrain exports its backbone
                     strategy.on_checkpoint(out, model, config, epoch)
-            if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
-                row.update(evaluate_during_training(model, store, config, ctx.device))
-            if ctx.main:
-                log.add(row)
             barrier(ctx)
             summary = {**row, "epochs_run": summary["epochs_run"] + 1, "checksum": checksum}
         return summary
@@ -264,10 +270,16 @@ def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):
 def evaluate_during_training(model, store, config, device) -> dict:
     """Rank-1 / mAP of every protocol with the current weights (needs reidkit.evaluation)."""
     from reidkit.evaluation.inference import ReidModelRunner
+    import torch
+
     from reidkit.evaluation.runner import evaluate_runner
 
+    rng = torch.get_rng_state()  # evaluating must not move training's random stream (exact resume)
     model.eval()
-    runner = ReidModelRunner(model, config, device)
-    metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"])
-    model.train()
+    try:
+        runner = ReidModelRunner(model, config, device)
+        metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"])
+    finally:
+        model.train()
+        torch.set_rng_state(rng)
     return {f"{p}_{m}": round(float(v[m]), 4) for p, v in metrics.items() for m in ("rank1", "mAP")}
