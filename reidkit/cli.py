@@ -122,6 +122,21 @@ def _quiet_offline_hub_notes():
             logger.addFilter(_OfflineHubNote())
 
 
+# What a Ctrl-C leaves behind, per command (the exit line says so); commands not listed say only "Interrupted."
+INTERRUPTED = {
+    "adapt": "Interrupted: no store was written (a store appears only once complete); rerun the same command to start again.",
+    "train": "Interrupted: the run folder keeps its last finished checkpoint; rerun the same command with --resume to continue.",
+    "expand": "Interrupted: finished work is kept; rerun the same command to resume.",
+    "mask": "Interrupted: finished work is kept; rerun the same command to resume.",
+}
+
+
+def interrupted_message(args) -> str:
+    """The exit line after Ctrl-C for the command named in ``args`` (the first word that is not an option)."""
+    name = next((str(a) for a in args if not str(a).startswith("-")), None)
+    return INTERRUPTED.get(name, "Interrupted.")
+
+
 def main(argv=None):
     """Console entry point: exit 0 success, 1 failure, 2 usage error; one line per error."""
     if not debug_enabled():
@@ -138,7 +153,7 @@ def main(argv=None):
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("Interrupted: finished work is kept; rerun the same command to resume.", err=True)
+        click.echo(interrupted_message(sys.argv[1:] if argv is None else argv), err=True)
         sys.exit(130)
     except Exception as exc:
         if debug_enabled():

@@ -144,6 +144,14 @@ def _selected_third_party():
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
+# What a plugin's import or registration may raise and still only count as a broken plugin. SystemExit and
+# KeyboardInterrupt are included on purpose: a plugin module that calls ``sys.exit()`` or raises
+# KeyboardInterrupt at import must not take the whole CLI down. A real Ctrl-C that lands exactly while a plugin
+# module is importing cannot be told apart from that, so it too only skips that plugin; the next Ctrl-C (or one
+# at any other moment) stops the command as usual. GeneratorExit and other BaseExceptions still propagate.
+_PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def discover() -> PluginSet:
     """Load every ``reidkit`` entry point; a plugin that fails to import is recorded, not fatal."""
     plugins = PluginSet()
@@ -166,15 +174,15 @@ def discover() -> PluginSet:
         )
         try:
             module = ep.load()
-        except Exception as exc:  # a broken plugin must not stop the others
-            record.error = f"{type(exc).__name__}: {exc}"
+        except _PLUGIN_FAILURES as exc:  # a broken plugin must not stop the others
+            record.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             plugins.records.append(record)
             continue
         try:
             plugins.add(module, record)
         except PluginError:
             raise
-        except Exception as exc:
+        except _PLUGIN_FAILURES as exc:
             record.error = f"{type(exc).__name__} while registering: {exc}"
             if record not in plugins.records:
                 plugins.records.append(record)

@@ -254,3 +254,24 @@ def test_user_config_merge_rules():
                                   "masker_settings": {"set": "ground_truth"}})
     assert flat == {"device": "cpu", "masker_settings": {"set": "ground_truth"}}
     assert per == {"generator_settings": {"dlcr": {"steps": 2}}}
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_expand_cuda_without_gpu_refused_in_one_line_nothing_written(world, tmp_path, device):
+    store = fresh_copy(world, tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = run_console("expand", store, "--variants", "1", "--limit", "2", "--device", device, "--name", "dev",
+                    env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU visible, even on a machine that has one
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"'{device}'" in lines[0] and "no CUDA GPU" in lines[0] and "--device cpu" in lines[0]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_expand_unknown_device_refused_in_one_line(world, tmp_path):
+    store = fresh_copy(world, tmp_path)
+    r = run_console("expand", store, "--variants", "1", "--limit", "2", "--device", "gpu7", "--name", "dev")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "unknown torch device 'gpu7'" in r.stderr
+    assert not any(p.name == "dev" for p in tmp_path.rglob("*"))

@@ -18,7 +18,7 @@ def site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), *(str(PACKAGES / name) for name in ("reidkit-example", "reidkit-broken", "reidkit-collide"))],
+         "--target", str(target), *(str(PACKAGES / name) for name in ("reidkit-example", "reidkit-broken", "reidkit-collide", "reidkit-abrupt"))],
         check=True,
         capture_output=True,
     )
@@ -86,13 +86,34 @@ def test_table_reports_import_failure_and_others_still_load(site):
     assert run_console("adapt", "--help", env=_env(site, "example,broken")).returncode == 0
 
 
+@pytest.mark.parametrize("name, raised, message", [
+    ("exits", "SystemExit", "reidkit-abrupt exits at import"),
+    ("interrupts", "KeyboardInterrupt", "reidkit-abrupt interrupts at import"),
+])
+def test_plugin_raising_systemexit_or_keyboardinterrupt_at_import_is_skipped(site, name, raised, message):
+    env = _env(site, f"example,{name}")
+    # the CLI stays up: help works and lists the other plugin's command
+    r = run_console("--help", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "hello-example" in r.stdout and message not in r.stdout + r.stderr
+    # the broken plugin is reported, the others load
+    r = run_console("plugins", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    plugins = {p["name"]: p for p in json.loads(r.stdout)}
+    assert plugins[name]["error"] == f"{raised}: {message}"
+    assert plugins["example"]["error"] is None
+    table = run_console("plugins", env=env)
+    assert table.returncode == 0 and "failed to load" in table.stdout and "reidkit-abrupt" in table.stdout
+    assert run_console("hello-example", "reid", env=env).returncode == 0
+
+
 def test_load_plugins_filter(site):
     r = run_console("plugins", "--json", env=_env(site, "reidkit-example"))  # distribution names work too
     names = {p["name"] for p in json.loads(r.stdout)}
     assert "example" in names and "broken" not in names and "collide" not in names
     assert {"adapters", "generators"} <= names  # built-ins always load
     r = run_console("plugins", "--json", env=_env(site, ""))
-    assert {p["name"] for p in json.loads(r.stdout)} & {"example", "broken", "collide"} == set()
+    assert {p["name"] for p in json.loads(r.stdout)} & {"example", "broken", "collide", "exits", "interrupts"} == set()
 
 
 def test_name_collision_names_both_plugins(site):

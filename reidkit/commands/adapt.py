@@ -28,10 +28,27 @@ def _common_options(adapter):
     ]
 
 
+def check_name_length(out: Path):
+    """A store's name must leave room for its sidecar folder NAME.parts (masks, prompts, runs) within the file
+    system's 255-byte limit on a name; its hidden partial file is kept within the limit by store.atomic."""
+    import os
+
+    from reidkit.errors import StoreError
+    from reidkit.store.atomic import NAME_MAX
+    from reidkit.store.schema import PARTS_SUFFIX
+
+    size = len(os.fsencode(Path(out).name))
+    longest = NAME_MAX - len(PARTS_SUFFIX)
+    if size > longest:
+        raise StoreError(f"--out name is {size} bytes long; expected at most {longest} bytes (a name is at most {NAME_MAX} "
+                         f"bytes and the store's sidecar folder adds '{PARTS_SUFFIX}')")
+
+
 def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings):
     from reidkit.progress import progress_bar
     from reidkit.store.writer import check_output, check_scan_problems, write_store
 
+    check_name_length(out)
     check_output(out, force)  # before scanning: a wrong --out fails at once
     if root is None and adapter_cls.needs_root and getattr(adapter_cls, "folder_names", ()):
         from reidkit.adapter import find_distributed_folder

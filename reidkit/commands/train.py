@@ -32,25 +32,25 @@ def parse_batch(value):
                                           "[default: strategy's: imagenet; pretrain: none]")
 @click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --plugin pretrain' (its run folder "
                                                             "or backbone.safetensors). [default: none]")
-@click.option("--epochs", type=int, default=None, help="Training epochs (a schedule point beyond the last one is warned about). "
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (a schedule point beyond the last one is warned about). "
                                                       "[default: strategy's: baseline 120, cal / progressive / pretrain 60]")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<plugin>].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file with the same settings as keys (options given win; docs/training.md). [default: none]")
-@click.option("--seed", type=int, default=None, help="Seed of initialisation, sampling and augmentation. [default: 0]")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialisation, sampling and augmentation. [default: 0]")
 @click.option("--device", default=None, help="auto (a visible GPU, else cpu), cpu, cuda, cuda:1. [default: auto]")
 @click.option("--batch", default=None, help="P,K: persons per batch, images per person (or --ids-per-batch / --images-per-id). "
                                          "[default: strategy's: baseline / pretrain 16,4; cal / progressive 4,8]")
-@click.option("--ids-per-batch", type=int, default=None, help="P: persons per batch. [default: strategy's: baseline 16, cal 4]")
-@click.option("--images-per-id", type=int, default=None, help="K: images per person in a batch. [default: strategy's: baseline 4, cal 8]")
-@click.option("--height", type=int, default=None, help="Input image height in pixels. [default: strategy's: baseline 256, cal 384]")
-@click.option("--width", type=int, default=None, help="Input image width in pixels. [default: strategy's: baseline 128, cal 192]")
-@click.option("--lr", type=float, default=None, help="Base learning rate (Adam). [default: strategy's: 3.5e-4 for all]")
+@click.option("--ids-per-batch", type=click.IntRange(min=2), default=None, help="P: persons per batch. [default: strategy's: baseline 16, cal 4]")
+@click.option("--images-per-id", type=click.IntRange(min=1), default=None, help="K: images per person in a batch. [default: strategy's: baseline 4, cal 8]")
+@click.option("--height", type=click.IntRange(min=8), default=None, help="Input image height in pixels. [default: strategy's: baseline 256, cal 384]")
+@click.option("--width", type=click.IntRange(min=8), default=None, help="Input image width in pixels. [default: strategy's: baseline 128, cal 192]")
+@click.option("--lr", type=click.FloatRange(min=0), default=None, help="Base learning rate (Adam). [default: strategy's: 3.5e-4 for all]")
 @click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None,
               help="Mixed precision on GPU (auto: bf16 where supported, else fp16; CPU runs never use it). [default: auto]")
-@click.option("--num-workers", type=int, default=None, help="Data-loading processes (0: load in the training process). [default: 2]")
-@click.option("--eval-every", type=int, default=None, help="Evaluate every N epochs (0: never during training). [default: 0]")
-@click.option("--steps-per-epoch", "max_steps_per_epoch", type=int, default=None,
+@click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data-loading processes (0: load in the training process). [default: 2]")
+@click.option("--eval-every", type=click.IntRange(min=0), default=None, help="Evaluate every N epochs (0: never during training). [default: 0]")
+@click.option("--steps-per-epoch", "max_steps_per_epoch", type=click.IntRange(min=1), default=None,
               help="Cap batches per epoch (quick runs). [default: no cap: every batch of the epoch]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped "
                                           "(alone with --out: with the run's own settings). [default: off]")
@@ -77,17 +77,20 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
 
     user = user_settings("train", train_keys())  # $REIDKIT_CONFIG's train: section, under any --config file
     file_settings = merge_under(user, read_config_file(config_file) if config_file else {})
+    # where file_settings came from, for error messages naming a bad setting's source
+    file_source = str(config_file) if config_file else "$REIDKIT_CONFIG's train: section"
     if resume and out and not config_file and (Path(out) / "config.yaml").is_file():
         # '--resume --out DIR' alone continues with the run's own settings; options given still apply (and are checked)
         from reidkit.training.checkpoint import read_config
         from reidkit.training.config import DERIVED_KEYS
 
         file_settings = merge_under(user, {k: v for k, v in read_config(out).items() if k not in DERIVED_KEYS})
+        file_source = str(Path(out) / "config.yaml")
     overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
                  "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
                  "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "eval_every": eval_every,
                  "max_steps_per_epoch": max_steps_per_epoch}
-    config = resolve_config(plugin, file_settings, overrides)
+    config = resolve_config(plugin, file_settings, overrides, file_source=file_source)
     config["backbone"] = backbone_settings(config, backbone)
     if weights is not None:
         config["backbone"]["weights"] = None if weights == "none" else weights

@@ -4,9 +4,33 @@ from __future__ import annotations
 import os
 
 
+def check_device(device: str | None) -> None:
+    """Refuse, in one line, a device torch cannot use here (``cuda`` without a GPU, a GPU index past the last,
+    a name torch does not know). 'auto', None and 'cpu' need no check and import nothing."""
+    if device in (None, "", "auto", "cpu"):
+        return
+    import torch
+
+    from reidkit.errors import ReidkitError
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ReidkitError(f"unknown torch device '{device}' (expected cpu, cuda, cuda:N or auto)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ReidkitError(f"device '{device}' asked for but no CUDA GPU is visible (use --device cpu or auto)")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ReidkitError(f"device '{device}' asked for but only {count} CUDA GPU(s) are visible "
+                               f"(use cuda:0 to cuda:{count - 1})")
+
+
 def torch_device(device: str | None) -> str:
-    """'auto'/None -> this rank's GPU when one is visible, else 'cpu'; anything else as given."""
+    """'auto'/None -> this rank's GPU when one is visible, else 'cpu'; anything else as given, once
+    :func:`check_device` has vouched for it."""
     if device not in (None, "", "auto"):
+        check_device(device)
         return device
     import torch
 

@@ -17,6 +17,7 @@ from reidkit.errors import ReidkitError
 from reidkit.generation import seeding
 from reidkit.generation.bank import ensure_bank, outfit_key
 from reidkit.generation.contracts import GenerationItem, Verdict, parse_plugin_spec, resolve_settings
+from reidkit.generation.devices import check_device
 from reidkit.generation.masking import ensure_masks, mask_set_name, masker_plugin
 from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks, open_store
@@ -92,6 +93,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     needs none) and chosen_by (for masker and prompts: "given", "default",
     or "GENERATOR's default").
     """
+    check_device(device)  # before any model loads or anything is written
     store = open_store(store_path)
     shard = seeding.parse_shard(shard) if isinstance(shard, str) else shard
     if shard is None:

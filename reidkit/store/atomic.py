@@ -14,9 +14,33 @@ from pathlib import Path
 PARTIAL_MARK = ".partial-"
 
 
+# File names are at most 255 bytes on the usual file systems. A partial name is "." + NAME + ".partial-" + PID:
+# NAME gets what is left after the mark and a PID of up to 10 digits; a longer final name is cut (on a character
+# boundary) and followed by "~" and a hash of the whole name, so two long names with a common start stay apart.
+NAME_MAX = 255
+_PID_DIGITS = 10
+_HASH_CHARS = 12
+
+
+def _partial_prefix(final: Path) -> str:
+    """The partial name of ``final`` up to (not including) the writer's pid; within NAME_MAX with any pid."""
+    import hashlib
+
+    name = Path(final).name
+    room = NAME_MAX - 1 - len(PARTIAL_MARK) - _PID_DIGITS
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        digest = hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]
+        head = raw[: room - 1 - _HASH_CHARS].decode("utf-8", "ignore")
+        while len(os.fsencode(head)) > room - 1 - _HASH_CHARS:  # a name that is not UTF-8 (surrogate escapes)
+            head = head[:-1]
+        name = f"{head}~{digest}"
+    return f".{name}{PARTIAL_MARK}"
+
+
 def partial_path(final: Path) -> Path:
     final = Path(final)
-    return final.with_name(f".{final.name}{PARTIAL_MARK}{os.getpid()}")
+    return final.with_name(f"{_partial_prefix(final)}{os.getpid()}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -35,8 +59,10 @@ def remove_stale_partials(final: Path) -> int:
     removed = 0
     if not final.parent.is_dir():
         return 0
-    prefix = f".{final.name}{PARTIAL_MARK}"
-    for leftover in final.parent.glob(prefix + "*"):
+    prefix = _partial_prefix(final)
+    for leftover in final.parent.iterdir():  # not glob: a name may hold [ ] * ?
+        if not leftover.name.startswith(prefix):
+            continue
         suffix = leftover.name[len(prefix):]
         if suffix.isdigit() and not _pid_alive(int(suffix)):
             leftover.unlink(missing_ok=True)

@@ -42,8 +42,13 @@ def read_config_file(path) -> dict:
     return data
 
 
-def resolve_config(plugin: str | None, file_settings: dict | None = None, overrides: dict | None = None) -> dict:
-    """Merge: strategy defaults < config file < options given on the command line (None = not given)."""
+def resolve_config(plugin: str | None, file_settings: dict | None = None, overrides: dict | None = None,
+                   file_source: str = "config file") -> dict:
+    """Merge: strategy defaults < config file < options given on the command line (None = not given).
+
+    ``file_source`` names where ``file_settings`` came from (a file's path) in error messages. Every
+    setting is then checked by :func:`validate_config`: a bad one is a one-line error naming it and its source.
+    """
     file_settings = dict(file_settings or {})
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = overrides.pop("plugin", None) or file_settings.pop("plugin", None) or plugin or "baseline"
@@ -53,7 +58,8 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
     defaults = factory.defaults_for(base) if base and hasattr(factory, "defaults_for") else getattr(factory, "defaults", {})
     config = {**copy.deepcopy(COMMON), **copy.deepcopy(defaults), "plugin": name}
     known = set(config)
-    for source, settings in (("config file", file_settings), ("option", overrides)):
+    origin = {key: f"strategy '{name}' defaults" for key in config}
+    for source, settings in ((file_source, file_settings), ("option", overrides)):
         unknown = sorted(set(settings) - known)
         if unknown:
             raise ReidkitError(f"unknown setting(s) in {source}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -62,6 +68,8 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
                 config[key] = {**config.get(key, {}), **value}
             else:
                 config[key] = value
+            origin[key] = f"option {OPTION_NAMES.get(key, '--' + key.replace('_', '-'))}" if source == "option" else source
+    validate_config(config, origin)
     if isinstance(config["generated"], str):
         config["generated"] = [config["generated"]]
     config["generated"] = list(config["generated"])
@@ -70,6 +78,94 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
     if getattr(factory, "needs_generated", False) and not config["generated"]:
         raise ReidkitError(f"strategy '{name}' trains with generated images: name a run with --generated RUN (see 'reidkit expand')")
     return config
+
+
+# command-line option of a setting, where it is not --KEY-WITH-DASHES
+OPTION_NAMES = {"max_steps_per_epoch": "--steps-per-epoch"}
+# key -> (kind, lowest allowed, lowest excluded?, highest allowed or None, highest excluded?); kinds: int, float,
+# int list, float list. None is allowed only for the keys in NULLABLE. Keys a strategy does not have are skipped.
+NUMERIC_SETTINGS = {
+    "epochs": ("int", 1), "seed": ("int", 0), "num_workers": ("int", 0), "eval_every": ("int", 0),
+    "checkpoint_every": ("int", 1), "eval_batch_size": ("int", 1), "max_steps_per_epoch": ("int", 1),
+    "ids_per_batch": ("int", 2), "images_per_id": ("int", 1), "height": ("int", 8), "width": ("int", 8),
+    "warmup_epochs": ("int", 0), "clothes_start_epoch": ("int", 0), "adversarial_start_epoch": ("int", 0),
+    "milestones": ("int list", 0), "progress_epochs": ("int list", 0),
+    "lr": ("float", 0), "weight_decay": ("float", 0), "warmup_factor": ("float", 0, True, 1),
+    "gamma": ("float", 0, True), "label_smoothing": ("float", 0, False, 1, True), "triplet_margin": ("float", 0),
+    "triplet_weight": ("float", 0), "clothes_scale": ("float", 0, True), "cal_epsilon": ("float", 0, False, 1, True),
+    "clothes_lr": ("float", 0), "clothes_weight_decay": ("float", 0),
+    "progress_fractions": ("float list", 0, True, 1),
+}
+NULLABLE = {"max_steps_per_epoch", "clothes_lr", "clothes_weight_decay"}
+BOOLEAN_SETTINGS = ("scale_schedule", "classifier_bias")
+
+
+def _describe(kind, low, low_open=False, high=None, high_open=False):
+    what = {"int": "an integer", "float": "a number", "int list": "a list of integers", "float list": "a list of numbers"}[kind]
+    bounds = [f"{'>' if low_open else '>='} {low}"]
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high}")
+    return f"{what}, each {' and '.join(bounds)}" if kind.endswith("list") else f"{what} {' and '.join(bounds)}"
+
+
+def _number_ok(value, kind, low, low_open=False, high=None, high_open=False):
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        if not isinstance(value, int):
+            return False
+        number = value
+    else:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; the engine takes float() of it
+            try:
+                number = float(value)
+            except ValueError:
+                return False
+        elif isinstance(value, (int, float)):
+            number = float(value)
+        else:
+            return False
+        if number != number:  # NaN
+            return False
+    if number < low or (low_open and number == low):
+        return False
+    if high is not None and (number > high or (high_open and number == high)):
+        return False
+    return True
+
+
+def validate_config(config: dict, origin: dict | None = None) -> None:
+    """Check every numeric, boolean and list setting's type and range; a bad one raises a one-line
+    ReidkitError naming the key, where it came from (``origin[key]``) and what was expected."""
+    origin = origin or {}
+
+    def bad(key, expected):
+        value = config[key]
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ReidkitError(f"setting '{key}' from {origin.get(key, 'the settings')}: expected {expected}, "
+                           f"got {shown} ({type(value).__name__})")
+
+    for key, rule in NUMERIC_SETTINGS.items():
+        if key not in config or (config[key] is None and key in NULLABLE):
+            continue
+        kind, *bounds = rule
+        value = config[key]
+        if kind.endswith("list"):
+            if not isinstance(value, list) or not all(_number_ok(v, kind.split()[0], *bounds) for v in value):
+                bad(key, _describe(kind, *bounds))
+        elif not _number_ok(value, kind, *bounds):
+            bad(key, _describe(kind, *bounds) + (" (or null)" if key in NULLABLE else ""))
+    for key in BOOLEAN_SETTINGS:
+        if key in config and not isinstance(config[key], bool):
+            bad(key, "true or false")
+    generated = config.get("generated")
+    if not (isinstance(generated, str) or (isinstance(generated, list) and all(isinstance(g, str) and g for g in generated))):
+        bad("generated", "a run name or a list of run names")
+    if "device" in config and not isinstance(config["device"], str):
+        bad("device", "a device name: auto, cpu, cuda or cuda:N")
+    for key in ("backbone", "augment"):
+        if key in config and not isinstance(config[key], dict):
+            bad(key, "a mapping of settings (key: value)")
 
 
 def backbone_settings(config: dict, name: str | None) -> dict:

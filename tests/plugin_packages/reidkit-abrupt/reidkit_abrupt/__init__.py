@@ -1,0 +1,1 @@
+"""Plugins that fail at import in ways that are not ordinary exceptions."""

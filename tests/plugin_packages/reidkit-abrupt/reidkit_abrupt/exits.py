@@ -1,0 +1,1 @@
+raise SystemExit("reidkit-abrupt exits at import")  # the failure under test

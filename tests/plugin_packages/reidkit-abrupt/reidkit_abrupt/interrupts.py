@@ -1,0 +1,1 @@
+raise KeyboardInterrupt("reidkit-abrupt interrupts at import")  # the failure under test
