@@ -54,7 +54,10 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
         trunk = timm.create_model(tag or model, pretrained=pretrained, num_classes=0, global_pool="", **(model_args or {}))
     except Exception as exc:  # hub errors when offline, bad names
         if pretrained and _is_download_error(exc):
-            raise ReidkitError(_unavailable(tag, exc)) from None
+            from reidkit.hub import load_failure
+
+            raise ReidkitError(load_failure(f"ImageNet weights '{tag}' from hub id", f"timm/{tag}", exc,
+                                            "or pass --weights none (random init) or --weights FILE.safetensors")) from None
         raise ReidkitError(f"cannot build timm model '{model}' (weights={weights}): {str(exc).splitlines()[0]}") from None
     if weights and not pretrained:
         _load_weights(trunk, Path(weights))
@@ -104,20 +107,6 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
 
 def _is_download_error(exc) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests", "urllib3")
-
-
-def _unavailable(tag: str, exc) -> str:
-    """One line: which weights are missing, why, and the two ways on (random init, a file)."""
-    try:
-        from huggingface_hub import constants
-
-        cache, offline = constants.HF_HUB_CACHE, constants.HF_HUB_OFFLINE
-    except Exception:  # pragma: no cover - huggingface_hub comes with timm
-        cache, offline = "the Hugging Face cache", False
-    why = (f"not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE forbids downloading" if offline
-           else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
-    return (f"ImageNet weights '{tag}' (hub timm/{tag}) are not available: {why}; fetch them once online "
-            f"(they stay in the cache), or pass --weights none (random init) or --weights FILE.safetensors")
 
 
 def _load_weights(trunk, path: Path):

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import click
 
-from reidkit.errors import ReidkitError
-
 METRIC_COLUMNS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"), ("mINP", "mINP"))
 
 
@@ -33,17 +31,6 @@ def resolve_features(store, features_path=None, **_sources):
     from reidkit.evaluation.features import load_features
 
     return load_features(features_path)
-
-
-def check_device(device: str):
-    import torch
-
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ReidkitError(f"unknown torch device '{device}' (e.g. cpu, cuda, cuda:0)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ReidkitError(f"--device {device}: no CUDA GPU is available to torch here (use --device cpu)")
 
 
 def json_rows(results: dict) -> list[dict]:
@@ -129,6 +116,8 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
 
     opened = open_store(store)
     if device != "cpu":
+        from reidkit.generation.devices import check_device
+
         check_device(device)  # before any model is loaded on it
     if (save_features or refine_run) and checkpoint is None:
         raise click.UsageError("--save-features and --refine need --checkpoint DIR")

@@ -20,12 +20,11 @@ class Context:
 def pick_device(requested: str, local_rank: int = 0) -> str:
     import torch
 
-    from reidkit.errors import ReidkitError
+    from reidkit.generation.devices import check_device
 
     if requested in (None, "auto"):
         return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ReidkitError(f"device '{requested}' asked for but no CUDA GPU is visible (use --device cpu)")
+    check_device(requested)  # one rule for every command: unknown names, no GPU, an index past the last
     if requested == "cuda":
         return f"cuda:{local_rank}"
     return requested
