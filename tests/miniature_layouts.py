@@ -299,44 +299,18 @@ def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=frozenset({(1,
     return pixels
 
 
-def _mat5_element(mtype: int, payload: bytes) -> bytes:
-    import struct
-
-    pad = (-len(payload)) % 8
-    return struct.pack("<II", mtype, len(payload)) + payload + b"\x00" * pad
-
-
-def _mat5_matrix(name: str, value) -> bytes:
-    """A level-5 miMATRIX element: double arrays, char rows, cell arrays (column-major, as MATLAB)."""
-    import struct
-
-    if isinstance(value, str):
-        cls, dims, data = 4, (1, len(value)), _mat5_element(4, np.array([ord(c) for c in value], "<u2").tobytes())
-    elif isinstance(value, list) and all(isinstance(v, str) for v in value):  # cell column of strings
-        cls, dims, data = 1, (len(value), 1), b"".join(_mat5_matrix("", v) for v in value)
-    else:
-        array = np.atleast_2d(np.asarray(value, dtype="<f8"))
-        cls, dims, data = 6, array.shape, _mat5_element(9, array.flatten(order="F").tobytes())
-    body = (
-        _mat5_element(6, struct.pack("<II", cls, 0))
-        + _mat5_element(5, np.array(dims, "<i4").tobytes())
-        + _mat5_element(1, name.encode())
-        + data
-    )
-    return _mat5_element(14, body)
-
-
 def write_mat5(path: Path, variables: dict, compress: bool = True) -> None:
-    """A level-5 MAT-file as MATLAB's save writes it (each variable a zlib-compressed element)."""
-    import struct
-    import zlib
+    """A level-5 MAT-file written by scipy.io.savemat (as MATLAB's save: lists of strings become cell columns)."""
+    import scipy.io
 
-    header = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024".ljust(116) + b"\x00" * 8
-    out = [header + struct.pack("<H", 0x0100) + b"IM"]
-    for name, value in variables.items():
-        element = _mat5_matrix(name, value)
-        out.append(struct.pack("<II", 15, len(zlib.compress(element))) + zlib.compress(element) if compress else element)
-    Path(path).write_bytes(b"".join(out))
+    def matlab(value):
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            cell = np.empty((len(value), 1), dtype=object)
+            cell[:, 0] = value
+            return cell
+        return value if isinstance(value, str) else np.asarray(value, dtype=np.float64)
+
+    scipy.io.savemat(path, {k: matlab(v) for k, v in variables.items()}, do_compression=compress)
 
 
 def build_cuhk03(root: Path, images: str = "detected", extra_train=()) -> tuple[Path, dict, dict]:

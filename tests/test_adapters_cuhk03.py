@@ -59,17 +59,26 @@ def test_cuhk03_wrong_root(tmp_path):
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_level5_mat_reader_round_trip(tmp_path, compress):
+def test_level5_split_file_read_with_scipy(tmp_path, compress):
+    """A split file shaped like CUHK03's (cell column of names, double columns of 1-based indices)."""
     path = tmp_path / "v.mat"
-    write_mat5(path, {"idx": [[3], [1], [70000]], "names": ["1_001_1_01.png", "5_120_2_10.png"], "grid": [[1.5, 2], [3, 4]], "word": "abc"},
-               compress=compress)
-    got = load_mat(path, ("idx", "names", "grid", "word"))
-    assert got["idx"].ravel().tolist() == [3, 1, 70000]
-    assert [str(n) for n in got["names"].ravel()] == ["1_001_1_01.png", "5_120_2_10.png"]
-    assert got["grid"].tolist() == [[1.5, 2], [3, 4]]  # column-major order restored
-    assert got["word"] == "abc"
+    write_mat5(path, {"filelist": ["1_001_1_01.png", "5_120_2_10.png"], "labels": [[1], [120]],
+                      "train_idx": [[2], [1]], "word": "abc"}, compress=compress)
+    got = load_mat(path, ("filelist", "labels", "train_idx"))
+    assert [str(np.ravel(n)[0]) for n in got["filelist"].ravel()] == ["1_001_1_01.png", "5_120_2_10.png"]
+    assert got["labels"].ravel().tolist() == [1, 120] and got["train_idx"].ravel().tolist() == [2, 1]
+    assert "word" not in got  # only the named variables are read
     with pytest.raises(ValueError, match="missing_var"):
         load_mat(path, ("missing_var",))
+
+
+def test_damaged_level5_file_is_a_value_error(tmp_path):
+    path = tmp_path / "v.mat"
+    write_mat5(path, {"train_idx": [[2], [1]]}, compress=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:140] + bytes(len(data) - 140))  # header intact, compressed data zeroed
+    with pytest.raises(ValueError, match="not a readable MATLAB level-5 MAT-file"):
+        load_mat(path, ("train_idx",))
 
 
 def test_v73_split_file_is_read_with_h5py(tmp_path):
