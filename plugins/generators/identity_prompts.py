@@ -206,7 +206,8 @@ class Captioner:
 
         try:
             self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype or torch.float32)
+            self.model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype or torch.float32,
+                                                                    device_map=str(device))  # straight to the device
         except OSError as exc:
             from reidkit.hub import load_failure
 

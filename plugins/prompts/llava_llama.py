@@ -107,7 +107,8 @@ class LlavaLlamaPrompts:
 
         dtype = self._dtype()
         processor = self._load("vlm", lambda: AutoProcessor.from_pretrained(self.s["vlm"]))
-        model = self._load("vlm", lambda: AutoModelForImageTextToText.from_pretrained(self.s["vlm"], dtype=dtype))
+        model = self._load("vlm", lambda: AutoModelForImageTextToText.from_pretrained(
+            self.s["vlm"], dtype=dtype, device_map=str(self.device)))  # straight to the device (accelerate): no full CPU copy of a 7B model
         model.to(self.device).eval()
         tok = processor.tokenizer
         tok.padding_side = "left"  # generation continues after the last real token
@@ -151,7 +152,7 @@ class LlavaLlamaPrompts:
 
         dtype = self._dtype()
         tok = self._load("llm", lambda: AutoTokenizer.from_pretrained(self.s["llm"]))
-        model = self._load("llm", lambda: AutoModelForCausalLM.from_pretrained(self.s["llm"], dtype=dtype))
+        model = self._load("llm", lambda: AutoModelForCausalLM.from_pretrained(self.s["llm"], dtype=dtype, device_map=str(self.device)))
         model.to(self.device).eval()
         tok.padding_side = "left"
         if tok.pad_token is None:
