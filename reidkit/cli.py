@@ -84,7 +84,8 @@ class ReidkitGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-@click.group(cls=ReidkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# auto_envvar_prefix: every option also reads REIDKIT_<COMMAND>_<OPTION> (e.g. REIDKIT_TRAIN_EPOCHS=60)
+@click.group(cls=ReidkitGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "REIDKIT"})
 @click.version_option(__version__, prog_name="reidkit")
 @click.option("--debug", is_flag=True, help="Show full tracebacks (also: REIDKIT_DEBUG=1).")
 def cli(debug):
