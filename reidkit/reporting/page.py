@@ -1,0 +1,151 @@
+"""The report page: plain HTML with inline CSS and images as data URIs (one file, opens anywhere, offline)."""
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+
+from reidkit.reporting import charts
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:72rem;color:#1d2430;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2.4rem;border-bottom:2px solid #d8dee8;padding-bottom:.2rem}
+h3{margin-top:1.6rem} .meta{color:#5b6576;font-size:.9rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem} th,td{border:1px solid #d8dee8;padding:.3rem .6rem;text-align:right}
+th{background:#eef2f7} td.l,th.l{text-align:left} tr:nth-child(even) td{background:#f8fafc}
+td.best{font-weight:700;color:#0b5d1e} .figs{display:flex;flex-wrap:wrap;gap:1rem} .figs img{max-width:100%;border:1px solid #e3e7ee}
+.note{background:#fff6dd;border-left:4px solid #e0a800;padding:.4rem .8rem;margin:.4rem 0}
+pre{background:#f4f6f9;padding:.8rem;overflow:auto;font-size:.8rem} details{margin:.6rem 0}
+"""
+METRICS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"), ("mINP", "mINP"))
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def img(png: bytes | None, alt: str) -> str:
+    if not png:
+        return ""
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def table(headers, rows, left=1, best_columns=()) -> str:
+    """A table; the first ``left`` columns are left-aligned text; in ``best_columns`` the largest value is bold."""
+    best = {}
+    for c in best_columns:
+        values = [r[c] for r in rows if isinstance(r[c], (int, float))]
+        best[c] = max(values) if len(values) > 1 else None
+    head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers or []))
+    body = []
+    for r in rows:
+        cells = []
+        for i, v in enumerate(r):
+            cls = "l" if i < left else ("best" if best.get(i) is not None and v == best[i] else "")
+            cells.append(f'<td class="{cls}">{esc(f"{100 * v:.1f}" if isinstance(v, float) and i >= left else v)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    thead = f"<thead><tr>{head}</tr></thead>" if headers else ""  # key-value tables have none
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
+
+
+def key_settings(run) -> list[tuple[str, str]]:
+    c = run.config
+    b = c.get("backbone") or {}
+    weights = b.get("resolved_weights") or b.get("weights") or "none (random init)"
+    finished = int(run.log[-1]["epoch"]) if run.log else 0
+    return [
+        ("strategy", c.get("plugin", "?") + (f" (base {c['base']})" if c.get("base") else "")),
+        ("backbone", f"{b.get('model', '?')} ({b.get('plugin', '?')}), start weights {weights}"),
+        ("epochs", f"{finished} of {c.get('epochs', '?')} finished"),
+        ("batch", f"{c.get('ids_per_batch', '?')} persons x {c.get('images_per_id', '?')} images"),
+        ("input", f"{c.get('height', '?')} x {c.get('width', '?')} (h x w)"),
+        ("learning rate", f"{c.get('lr', '?')}, milestones {c.get('milestones', '?')} x{c.get('gamma', '?')}"),
+        ("seed", c.get("seed", "?")),
+        ("generated runs", ", ".join(c.get("generated") or []) or "none"),
+        ("processes", c.get("world_size", 1)),
+    ]
+
+
+def provenance(run) -> list[tuple[str, str]]:
+    c = run.config
+    versions = ", ".join(f"{k} {v}" for k, v in (c.get("versions") or {}).items())
+    data = c.get("data") or {}
+    return [
+        ("run folder", str(run.path.resolve())),
+        ("store", c.get("store", "?")),
+        ("store fingerprint", c.get("store_fingerprint", "?")),
+        ("training images", f"{data.get('real_images', '?')} real + {data.get('generated_images', 0)} generated"),
+        ("versions", versions or "?"),
+    ]
+
+
+def results_rows(results: dict) -> list[list]:
+    return [[name, r.get("queries", ""), r.get("gallery", ""), *(float(r[k]) for k, _ in METRICS)] for name, r in results.items()]
+
+
+def run_section(run) -> str:
+    out = [f'<h2 id="{esc(run.name)}">{esc(run.name)}</h2>']
+    out += [f'<div class="note">{esc(n)}</div>' for n in run.notes]
+    out.append("<h3>Settings</h3>" + table(["setting", "value"], key_settings(run), left=2))
+    import yaml
+
+    out.append(f"<details><summary>config.yaml (every setting)</summary><pre>{esc(yaml.safe_dump(run.config, sort_keys=False))}</pre></details>")
+    epochs = [r["epoch"] for r in run.log]
+    losses = charts.curves_png({c: (epochs, [r[c] for r in run.log]) for c in run.loss_columns()}, "training losses", "loss")
+    metrics = charts.curves_png({c.replace("_", " "): (epochs, [r[c] for r in run.log]) for c in run.metric_columns()},
+                                "evaluation during training", "%", percent=True)
+    out.append("<h3>Training</h3>")
+    out.append(f'<div class="figs">{img(losses, "training losses per epoch")}{img(metrics, "evaluation per epoch")}</div>'
+               if losses or metrics else '<div class="note">log.csv has no finished epoch yet</div>')
+    if run.results:
+        out.append("<h3>Results</h3>" + table(["protocol", "queries", "gallery", *(h for _, h in METRICS)], results_rows(run.results)))
+        out.append(f'<div class="figs">{img(charts.cmc_png(run.results, f"{run.name}: CMC per protocol"), "CMC curves")}</div>')
+    for g in run.generated:
+        out.append(f"<h3>Generated run {esc(g.name)}</h3>")
+        if g.info:
+            s = g.info.get("settings", {})
+            out.append(table(None, [
+                ("generator", f"{g.info.get('generator')} (model {g.info.get('model_id') or 'none: weight-free'})"),
+                ("masker / prompts", f"{s.get('masker', '-')} / {s.get('prompts', '-')}"),
+                ("items", f"{g.items} made, {g.kept} kept ({100 * g.kept / max(g.items, 1):.0f}%)"),
+                ("split, variants, seed", f"{g.info.get('split')}, {g.info.get('variants')}, {g.info.get('seed')}"),
+                ("generator settings", ", ".join(f"{k}={v}" for k, v in (s.get("generator_settings") or {}).items()) or "defaults"),
+            ], left=2))
+        out.append(f'<div class="figs">{img(charts.image_png(g.sheet), f"originals and kept variants of {g.name}")}</div>'
+                   if g.sheet is not None else '<div class="note">no kept images to show</div>')
+    out.append("<h3>Provenance</h3>" + table(None, provenance(run), left=2))
+    return "\n".join(out)
+
+
+def comparison_section(runs) -> str:
+    evaluated = [r for r in runs if r.results]
+    if len(runs) < 2 or not evaluated:
+        return ""
+    protocols = list(dict.fromkeys(p for r in evaluated for p in r.results))
+    headers, rows = ["run"], []
+    for p in protocols:
+        headers += [f"{p} R1", f"{p} mAP"]
+    for r in evaluated:
+        row = [r.name]
+        for p in protocols:
+            m = r.results.get(p)
+            row += [float(m["rank1"]), float(m["mAP"])] if m else ["-", "-"]
+        rows.append(row)
+    out = ["<h2>Comparison</h2>", table(headers, rows, best_columns=range(1, len(headers)))]
+    figures = []
+    for p in protocols:
+        curves = {r.name: r.results[p] for r in evaluated if p in r.results}
+        figures.append(img(charts.cmc_png(curves, f"CMC, protocol {p}"), f"CMC of every run, protocol {p}"))
+    out.append(f'<div class="figs">{"".join(figures)}</div>')
+    return "\n".join(out)
+
+
+def render(runs, title: str | None = None) -> str:
+    from reidkit._version import __version__
+
+    title = title or ("reidkit report: " + ", ".join(r.name for r in runs))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f"<h1>{esc(title)}</h1>", f'<p class="meta">made by reidkit {esc(__version__)} on {when}</p>',
+            comparison_section(runs), *(run_section(r) for r in runs)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(b for b in body if b) + "\n</body></html>\n")
