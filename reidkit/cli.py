@@ -25,6 +25,7 @@ BUILTIN_COMMANDS = {
     "eval": ("reidkit.commands.eval", "eval_command", "Evaluate features or a checkpoint with the store's protocols."),
     "pretrain-store": ("reidkit.commands.pretrain_store", "pretrain_store", "Build a pre-training store from generated runs (leakage-guarded)."),
     "demo": ("reidkit.commands.demo", "demo", "Run the whole story on the synthetic world, no downloads."),
+    "export": ("reidkit.commands.export", "export", "Export a trained run's feature extractor (ONNX)."),
     "report": ("reidkit.commands.report", "report", "One HTML page per training run (or comparing runs): curves, results, images."),
 }
 
