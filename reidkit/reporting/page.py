@@ -13,7 +13,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2.4rem;border-bottom:2px 
 h3{margin-top:1.6rem} .meta{color:#5b6576;font-size:.9rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem} th,td{border:1px solid #d8dee8;padding:.3rem .6rem;text-align:right}
 th{background:#eef2f7} td.l,th.l{text-align:left} tr:nth-child(even) td{background:#f8fafc}
-td.best{font-weight:700;color:#0b5d1e} .figs{display:flex;flex-wrap:wrap;gap:1rem} .figs img{max-width:100%;border:1px solid #e3e7ee}
+td.best{font-weight:700;color:#0b5d1e} .figs{display:flex;flex-wrap:wrap;gap:1rem} .figs img{max-width:min(100%,34rem);height:auto;border:1px solid #e3e7ee}
 .note{background:#fff6dd;border-left:4px solid #e0a800;padding:.4rem .8rem;margin:.4rem 0}
 pre{background:#f4f6f9;padding:.8rem;overflow:auto;font-size:.8rem} details{margin:.6rem 0}
 """
@@ -35,7 +35,7 @@ def table(headers, rows, left=1, best_columns=()) -> str:
     best = {}
     for c in best_columns:
         values = [r[c] for r in rows if isinstance(r[c], (int, float))]
-        best[c] = max(values) if len(values) > 1 else None
+        best[c] = max(values) if len(set(values)) > 1 else None  # a tie across all runs marks nothing
     head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers or []))
     body = []
     for r in rows:
