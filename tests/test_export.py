@@ -65,6 +65,17 @@ def test_metadata_and_no_flip(trained, tmp_path):
     assert np.abs(got - runner.features([image], flip=True)).max() > 1e-4  # the flag changes the graph
 
 
+def test_json(trained, tmp_path):
+    import json
+
+    d, _ = trained
+    result = run_cli("export", "--checkpoint", d / "run", "--out", tmp_path / "m.onnx", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["path"] == str(tmp_path / "m.onnx") and data["flip"] is True and data["opset"] == 18
+    assert 0 <= data["verified_max_difference"] < 1e-4 and data["metadata"]["backbone"] == "resnet10t"
+
+
 def test_bad_checkpoint_is_one_line(tmp_path):
     result = run_cli("export", "--checkpoint", tmp_path)
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1

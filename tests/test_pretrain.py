@@ -141,3 +141,14 @@ def test_eval_store_guard_across_stores(worlds, tmp_path):
     assert len(overlap) == 1  # both stores have one fingerprint: recorded once
     r = run_cli("pretrain-store", "--source", worlds[1], "--run", "gen", "--eval-store", worlds[0], "--out", tmp_path / "q.h5")
     assert r.exit_code == 0, r.output  # another world's people never collide with world 0's test ids
+
+
+def test_json_reports_each_source(worlds, tmp_path):
+    out = tmp_path / "pre.h5"
+    r = run_cli("pretrain-store", "--source", worlds[0], "--source", worlds[1], "--run", "gen", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    pre = open_store(out)
+    assert data["path"] == str(out) and data["images"] == len(pre) and data["fingerprint"] == pre.fingerprint
+    assert [s["images"] for s in data["sources"]] == [int(open_store(w).runs()["gen"].kept().sum()) for w in worlds]
+    assert all(s["runs"] == ["gen"] and s["overlap"] == {} for s in data["sources"])

@@ -86,6 +86,17 @@ def test_several_runs_are_compared_and_the_best_is_marked(runs):
     assert page.count('alt="CMC of every run, protocol') == len({h.split()[0] for h in comparison[0][1:]})
 
 
+def test_json_gives_each_runs_results(runs):
+    d, store = runs
+    result = run_cli("report", d / "plain", "--out", d / "plain.html", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    evaluated = {e["protocol"]: e for e in json.loads(run_cli("eval", store, "--checkpoint", d / "plain", "--json").stdout)}
+    (run,) = data["runs"]
+    assert data["path"] == str(d / "plain.html") and run["name"] == "plain" and run["epochs_finished"] == 2
+    assert {p: r["mAP"] for p, r in run["results"].items()} == {p: e["mAP"] for p, e in evaluated.items()}
+
+
 def test_not_a_run_folder_is_one_line(tmp_path):
     result = run_cli("report", tmp_path)
     assert result.exit_code == 1

@@ -72,3 +72,14 @@ def test_show_without_run_lists_the_runs(store, tmp_path):
     empty = make_world(tmp_path / "e.h5", ids=4, outfits=2, cameras=2, shots=1)
     proc = run_console("show", empty)
     assert proc.returncode == 2 and "no generated run to show yet" in proc.stderr and "reidkit expand" in proc.stderr
+
+
+def test_json_is_one_object_on_stdout(store, tmp_path):
+    import json
+
+    result = run_cli("show", store, "--run", "rej", "--out", tmp_path / "s.png", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)  # messages went to stderr
+    run = reidkit.open_store(store).run("rej")
+    assert data["items"] == len(run) and data["kept"] == int(run.kept().sum()) == 0
+    assert data["sheet"] == str(tmp_path / "s.png") and data["html"] is None and data["bank"]["name"] == "templates"

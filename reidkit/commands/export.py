@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from reidkit.json_output import emit, json_option, say
+
 
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
@@ -18,7 +20,8 @@ import click
 @click.option("--opset", default=18, show_default=True, type=click.IntRange(17), help="ONNX opset version.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare onnxruntime's features with PyTorch's on a random batch (needs onnxruntime).")
-def export(checkpoint, fmt, out, flip, opset, verify):
+@json_option
+def export(checkpoint, fmt, out, flip, opset, verify, as_json):
     """Export RUN's feature extractor: normalised N x 3 x H x W images in, N x D features out (dynamic batch)."""
     from reidkit.errors import ReidkitError
     from reidkit.onnx_export import compare_with_torch, export_onnx
@@ -27,9 +30,12 @@ def export(checkpoint, fmt, out, flip, opset, verify):
     if not out.parent.is_dir():
         raise ReidkitError(f"the folder of --out does not exist: {out.parent}")
     meta = export_onnx(checkpoint, out, flip=flip, opset=opset)
-    click.echo(f"Wrote {out}: {meta['input']} -> {meta['output']}")
+    say(f"Wrote {out}: {meta['input']} -> {meta['output']}", as_json)
+    diff = None
     if verify and importlib.util.find_spec("onnxruntime") is not None:
         diff = compare_with_torch(checkpoint, out, flip=flip)
         if diff > 1e-4:
             raise ReidkitError(f"onnxruntime's features differ from PyTorch's by {diff:.2e} (more than 1e-4): do not use {out}")
-        click.echo(f"verified: onnxruntime's features equal PyTorch's within {diff:.1e}")
+        say(f"verified: onnxruntime's features equal PyTorch's within {diff:.1e}", as_json)
+    if as_json:
+        emit({"path": str(out), "format": fmt, "opset": opset, "flip": flip, "metadata": meta, "verified_max_difference": diff})

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from reidkit.json_output import emit, json_option
+
 
 @click.command("pretrain-store")
 @click.option("--source", "sources", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -17,7 +19,8 @@ import click
 @click.option("--include-rejected", is_flag=True, help="Also use images a filter rejected (default: kept images only).")
 @click.option("--with-real", is_flag=True, help="Also add the sources' real training images of the same identities.")
 @click.option("--force", is_flag=True, help="Replace an existing --out store.")
-def pretrain_store(sources, runs, out, eval_stores, allow_overlap, include_rejected, with_real, force):
+@json_option
+def pretrain_store(sources, runs, out, eval_stores, allow_overlap, include_rejected, with_real, force, as_json):
     """Build a pre-training store from generated runs, with a leakage guard.
 
     \b
@@ -45,3 +48,8 @@ def pretrain_store(sources, runs, out, eval_stores, allow_overlap, include_rejec
         for other, pids in r.overlap.items():
             click.echo(f"WARNING: {len(pids)} identities overlap the query/gallery of {other} (recorded in the store)", err=True)
     click.echo(f"Wrote {summary.path} ({summary.images} images, fingerprint {summary.fingerprint})", err=True)
+    if as_json:
+        emit({"path": str(summary.path), "images": summary.images, "fingerprint": summary.fingerprint,
+              "sources": [{"name": r.name, "images": r.images, "real_images": r.real_images, "identities": r.identities,
+                           "runs": list(r.runs), "rejected_skipped": r.rejected_skipped,
+                           "overlap": {str(k): len(v) for k, v in r.overlap.items()}} for r in reports]})

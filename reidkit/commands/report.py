@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from reidkit.json_output import emit, json_option, say
+
 
 @click.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
@@ -18,7 +20,8 @@ import click
 @click.option("--sheet-rows", default=4, show_default=True, type=click.IntRange(1, 50),
               help="Originals shown beside their kept variants, per generated run.")
 @click.option("--title", default=None, help="Page title [default: the runs' names].")
-def report(runs, out, store_path, evaluate, device, sheet_rows, title):
+@json_option
+def report(runs, out, store_path, evaluate, device, sheet_rows, title, as_json):
     """An HTML page for training RUN folder(s): settings, per-epoch curves, results per protocol, CMC curves,
     the generated images used, and provenance. Several runs: a comparison table and CMC curves on top."""
     from reidkit.reporting.collect import collect_run
@@ -37,4 +40,10 @@ def report(runs, out, store_path, evaluate, device, sheet_rows, title):
     page = render(summaries, title)
     with atomic_output(out, replace=True) as partial:
         Path(partial).write_text(page, encoding="utf-8")
-    click.echo(f"Wrote {out} ({len(page.encode()) / 1e6:.1f} MB; open it in a browser)")
+    say(f"Wrote {out} ({len(page.encode()) / 1e6:.1f} MB; open it in a browser)", as_json)
+    if as_json:
+        metrics = ("rank1", "rank5", "rank10", "mAP", "mINP", "queries", "gallery")
+        emit({"path": str(out), "runs": [{
+            "name": s.name, "folder": str(s.path), "epochs_finished": int(s.log[-1]["epoch"]) if s.log else 0,
+            "results": {p: {k: r[k] for k in metrics if k in r} for p, r in s.results.items()} if s.results else None,
+            "generated": [g.name for g in s.generated], "notes": s.notes} for s in summaries]})

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from reidkit.json_output import emit, json_option, say
+
 
 @click.command()
 @click.argument("store", type=click.Path(path_type=Path))
@@ -14,7 +16,8 @@ import click
 @click.option("--masks", is_flag=True, help="Show each original's clothing mask too.")
 @click.option("--sources", type=click.IntRange(1), default=8, show_default=True, help="Original images to show.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which originals (seeded choice).")
-def show(store, run_name, out, html_dir, masks, sources, seed):
+@json_option
+def show(store, run_name, out, html_dir, masks, sources, seed, as_json):
     """Contact sheet of STORE's run RUN: one row per original, its variants with their prompts."""
     from reidkit.generation.contact_sheet import choose_sources, gather, run_bank, write_html, write_sheet
     from reidkit.store import open_store
@@ -29,12 +32,17 @@ def show(store, run_name, out, html_dir, masks, sources, seed):
     run = opened.run(run_name)
     rows = gather(opened, run, choose_sources(run, sources, seed), masks)
     sheet = write_sheet(rows, out or Path(f"{run_name}.png"))
-    click.echo(f"contact sheet: {sheet} ({len(rows)} originals, {sum(len(r) for r in rows)} cells)")
+    say(f"contact sheet: {sheet} ({len(rows)} originals, {sum(len(r) for r in rows)} cells)", as_json)
     kept = run.kept()
-    click.echo(f"run {run_name}: {int(kept.sum())}/{len(kept)} items kept")
+    say(f"run {run_name}: {int(kept.sum())}/{len(kept)} items kept", as_json)
     bank = run_bank(opened, run)
     if bank is not None:
         failed = f", {bank.parse_failures} model replies did not parse" if bank.parse_failures else ""  # none for templates
-        click.echo(f"clothing bank '{bank.name}': {len(bank.entries)} outfits{failed}")
-    if html_dir:
-        click.echo(f"html: {write_html(rows, run, html_dir, bank)}")
+        say(f"clothing bank '{bank.name}': {len(bank.entries)} outfits{failed}", as_json)
+    page = write_html(rows, run, html_dir, bank) if html_dir else None
+    if page is not None:
+        say(f"html: {page}", as_json)
+    if as_json:
+        emit({"run": run_name, "sheet": str(sheet), "html": str(page) if page else None, "originals": len(rows),
+              "cells": sum(len(r) for r in rows), "items": len(kept), "kept": int(kept.sum()),
+              "bank": {"name": bank.name, "outfits": len(bank.entries), "parse_failures": bank.parse_failures} if bank else None})
