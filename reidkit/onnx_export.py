@@ -49,11 +49,18 @@ def export_onnx(run_dir, out, flip=True, opset=18) -> dict:
         "store_fingerprint": str(runner.config.get("store_fingerprint")), "run": Path(run_dir).resolve().name,
     }
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings():  # the exporter's notes on its own internals are not the user's concern
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, (example,), input_names=["images"], output_names=["features"],
-                                    dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True,
-                                    verbose=False)
+    try:
+        with warnings.catch_warnings():  # the exporter's notes on its own internals are not the user's concern
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, (example,), input_names=["images"], output_names=["features"],
+                                        dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True,
+                                        verbose=False)
+    except Exception as exc:  # the exporter's failures are long; one line says what and with which versions
+        import onnxscript
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ReidkitError(f"torch {torch.__version__} with onnxscript {onnxscript.__version__} could not export the model "
+                           f"({first}); export is tested with the versions in constraints.txt (torch 2.14)") from None
     import onnx
 
     model = program.model_proto

@@ -7,6 +7,17 @@ from tests.helpers import make_world, run_cli
 pytest.importorskip("onnxruntime", reason="the onnx extra is part of the test install (pip install .[test])")
 
 
+def _torch_exports():
+    import torch
+
+    return tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 14)
+
+
+# torch 2.6 (the floors, constraints-floors.txt) fails to convert BatchNorm with onnxscript 0.7, the oldest onnxscript
+# its exporter meets in a consistent install; export is tested with the pinned torch 2.14 (docs/export.md)
+pytestmark = pytest.mark.skipif(not _torch_exports(), reason="ONNX export is tested with torch >= 2.14 (constraints.txt)")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
