@@ -1,4 +1,5 @@
-"""Distributed for real: `reidkit train` as 2 CPU processes under torchrun (gloo), then a single-process load."""
+"""Distributed for real: `reidkit train` as 2 CPU processes under torchrun and under accelerate launch (gloo),
+then a single-process load."""
 import json
 import os
 import subprocess
@@ -11,8 +12,17 @@ from reidkit import open_store
 from tests.train_helpers import make_store
 
 
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # --multi_gpu is accelerate's multi-process launcher (torch.distributed.run underneath); without a GPU its ranks use the CPU
+    "accelerate": [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
 @pytest.mark.slow
-def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path):
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path, launcher):
     from reidkit.evaluation.inference import load_reid_model
 
     store = make_store(tmp_path)
@@ -20,7 +30,7 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # CAL's clothes classifier (its own optimiser, gradients averaged by hand) from epoch 0, the adversarial term from 1
     (tmp_path / "cal.yaml").write_text("clothes_start_epoch: 0\nadversarial_start_epoch: 1\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reidkit.cli",
+    cmd = [*LAUNCHERS[launcher], "-m", "reidkit.cli",
            "train", str(store), "--plugin", "cal", "--backbone", "resnet18", "--weights", "none", "--epochs", "2", "--batch", "2,2",
            "--height", "64", "--width", "32", "--out", str(out), "--num-workers", "0", "--device", "cpu",
            "--steps-per-epoch", "2", "--seed", "3", "--config", str(tmp_path / "cal.yaml")]
