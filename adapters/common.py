@@ -20,21 +20,45 @@ from reidkit.errors import DatasetLayoutError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
 
-def image_files(folder: Path, depth: int = 1) -> list[str]:
+def image_files(folder: Path, depth: int = 1, problems: list | None = None) -> list[str]:
     """Image files ``depth`` levels below ``folder`` (1: ``*``, 2: ``*/*``) as sorted posix paths relative to it.
 
+    An image-named symlink that is dangling or part of a loop is listed too, so reading it reports it as a bad
+    file (never dropped without a word). A folder-level symlink that cannot be followed goes to ``problems``
+    as ``(path, why)``; without ``problems`` it fails the scan in one line.
     os.scandir, not pathlib: at 100k+ files pathlib's parsing dominates the scan.
     """
     found = []
+
+    def broken(rel: str, why: str):
+        if problems is None:
+            raise DatasetLayoutError(f"{os.path.join(folder, rel)}: {why}; expected a file or folder (use --skip-bad to leave it out)")
+        problems.append((rel, why))
+
+    def follows(entry, test) -> str | None:
+        """None when ``test`` (is_file / is_dir) can be answered; else why the symlink cannot be followed."""
+        try:
+            test()
+        except OSError as exc:  # ELOOP: a symlink loop
+            return f"broken symlink ({exc.strerror or exc})"
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            return f"broken symlink to {os.readlink(entry.path)} (target does not exist)"
+        return None
 
     def walk(path: str, prefix: str, level: int):
         with os.scandir(path) as entries:
             for entry in entries:
                 if level == depth:
-                    if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
-                        found.append(prefix + entry.name)
-                elif entry.is_dir():
-                    walk(entry.path, prefix + entry.name + "/", level + 1)
+                    if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                        continue
+                    if follows(entry, entry.is_file) is not None or entry.is_file():
+                        found.append(prefix + entry.name)  # a broken link is read later and reported as a bad file
+                else:
+                    why = follows(entry, entry.is_dir)
+                    if why is not None:
+                        broken(prefix + entry.name, why)
+                    elif entry.is_dir():
+                        walk(entry.path, prefix + entry.name + "/", level + 1)
 
     walk(str(folder), "", 1)
     return sorted(found)
@@ -166,9 +190,10 @@ class FolderAdapter(Adapter):
         base = self.locate(Path(root))
         records, problems = [], []
         for source in self.sources:
+            scan_problems = []
             folder = os.path.join(base, source.folder)
             rule = source.rule or self.rule
-            for rel in image_files(folder, source.depth):
+            for rel in image_files(folder, source.depth, problems=scan_problems):
                 fields = rule.parse(rel)
                 if fields is None:
                     problems.append((f"{source.folder}/{rel}", f"name does not match the {self.dataset} pattern (e.g. {rule.example})"))
@@ -176,6 +201,7 @@ class FolderAdapter(Adapter):
                 fields = {**fields, **source.fixed}
                 path = Path(os.path.join(folder, rel))
                 records.append(self.make_record(f"{source.folder}/{rel}", path, source, fields, len(records)))
+            problems.extend((f"{source.folder}/{rel}", why) for rel, why in scan_problems)
         self.finish(records)
         return DatasetLayout(
             dataset=self.dataset,

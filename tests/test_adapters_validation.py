@@ -39,3 +39,27 @@ def test_damaged_images_are_rejected(damage):
     }[damage]
     with pytest.raises(ValueError):
         probe(data)
+
+
+@pytest.mark.parametrize("height, width", [(37, 23), (1, 1), (3, 9), (2, 5)])
+def test_interlaced_png_data_is_checked_pass_by_pass(height, width):
+    """Adam7 PNGs (OpenCV cannot write them): the inflated-data check must accept a good one, as libpng does."""
+    import struct
+    import zlib
+
+    from reidkit.store.imagecodec import ADAM7
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    img = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\x00" + sub[y].tobytes() for x0, y0, dx, dy in ADAM7
+                   for sub in [img[y0::dy, x0::dx]] if sub.size for y in range(sub.shape[0]))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert (decoded[..., ::-1] == img).all()  # the test's own encoding is right
+    assert probe(png) == (height, width, "png")
+    short = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw[:-1])) + chunk(b"IEND", b"")
+    with pytest.raises(ValueError, match="corrupt png"):
+        probe(short)

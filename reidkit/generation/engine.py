@@ -21,6 +21,7 @@ from reidkit.generation.devices import check_device
 from reidkit.generation.masking import ensure_masks, mask_set_name, masker_plugin
 from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks, open_store
+from reidkit.store.lock import one_writer_per_run_shard
 from reidkit.store.imagecodec import encode_png
 from reidkit.store.runs import KIND as RUN_KIND
 from reidkit.store.runs import GeneratedRun
@@ -67,6 +68,7 @@ def plugin_choice(given: str | None, gen_cls, generator: str, attribute: str, fa
     return fallback, "default"
 
 
+@one_writer_per_run_shard  # two expands of one run shard never interleave (reidkit/store/lock.py)
 def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = None, masker: str | None = None,
                variants: int = 10, seed: int = 0, name: str | None = None, split: str = "train",
                batch_size: int = 8, chunk_size: int = 64, shard=None, filters=(),

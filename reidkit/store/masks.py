@@ -71,7 +71,13 @@ class MaskSet:
             row = self._row[int(image_index)]
         except KeyError:
             raise StoreError(f"mask set '{self.name}' has no mask for image {image_index}") from None
-        return decode_gray(self._read_bytes(row))
+        try:
+            return decode_gray(self._read_bytes(row))
+        except (ValueError, OSError) as exc:  # one line naming the mask set and the image
+            from reidkit.store.imagecodec import ImageDecodeError
+
+            raise ImageDecodeError(f"cannot decode the mask of image {int(image_index)} in mask set '{self.name}': {exc}; "
+                                   "expected PNG label maps (delete the mask set and rerun 'reidkit mask')") from None
 
     def clothing_mask(self, image_index) -> np.ndarray:
         """HxW bool: True where the pixel is clothing (the region a generator may repaint)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from reidkit.adapter import EvalProtocol
 from reidkit.errors import StoreError
-from reidkit.store.imagecodec import decode_gray, decode_rgb
+from reidkit.store.imagecodec import ImageDecodeError, decode_gray, decode_rgb
 from reidkit.store.schema import BOOL_COLUMNS, FORMAT_NAME, INT_COLUMNS, PARTS_SUFFIX, SCHEMA_VERSION, STR_COLUMNS
 
 
@@ -147,12 +147,27 @@ class Store:
         raise AttributeError(name)
 
     # -- images ----------------------------------------------------------------
+    def describe_image(self, index: int) -> str:
+        """'image INDEX (PATH) of store FILE': how errors name one stored image."""
+        paths = self.columns["path"]
+        path = paths[int(index)] if 0 <= int(index) < len(paths) else "?"
+        return f"image {int(index)} ({path}) of store {self.path}"
+
     def image_bytes(self, index: int) -> bytes:
-        return self.h5["images/bytes"][int(index)].tobytes()
+        try:
+            return self.h5["images/bytes"][int(index)].tobytes()
+        except (OSError, KeyError) as exc:  # a store damaged after it was written
+            raise ImageDecodeError(f"cannot read {self.describe_image(index)}: {exc}; expected a store written by "
+                                   "'reidkit adapt' (re-create it)") from None
 
     def image(self, index: int) -> np.ndarray:
         """HxWx3 uint8 RGB."""
-        return decode_rgb(self.image_bytes(index))
+        data = self.image_bytes(index)
+        try:
+            return decode_rgb(data)
+        except ValueError as exc:
+            raise ImageDecodeError(f"cannot decode {self.describe_image(index)}: {exc}; expected an image "
+                                   "'reidkit adapt' accepted (re-create the store)") from None
 
     # -- sidecar parts (masks, prompts, generated runs) -------------------------
     @property

@@ -63,7 +63,15 @@ class GeneratedRun(ChunkedPart):
         return self.item_bytes("image", int(i))
 
     def image(self, i) -> np.ndarray:
-        return decode_rgb(self.image_bytes(i))
+        try:
+            return decode_rgb(self.image_bytes(i))
+        except (ValueError, OSError) as exc:  # named by item, source index and source path: one line
+            from reidkit.store.imagecodec import ImageDecodeError
+
+            source = int(self.source_index()[int(i)])
+            where = self.store.describe_image(source) if self.store is not None else f"store image {source}"
+            raise ImageDecodeError(f"cannot decode item {int(i)} of generated run '{self.name}' (made from {where}): "
+                                   f"{exc}; expected PNG bytes written by 'reidkit expand' (delete the run and rerun)") from None
 
     def scores(self, i) -> dict:
         return json.loads(self.column("scores")[int(i)] or "{}")

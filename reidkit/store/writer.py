@@ -34,7 +34,7 @@ def _read_and_probe(record: ImageRecord):
     try:
         data = record.read_bytes()
     except OSError as exc:
-        return record, None, None, f"unreadable ({exc.strerror or exc})"
+        return record, None, None, _unreadable(record, exc)
     except Exception as exc:  # loaders of .mat or rendered data
         return record, None, None, f"unreadable ({exc})"
     try:
@@ -43,6 +43,18 @@ def _read_and_probe(record: ImageRecord):
         return record, None, None, str(exc)
     mask = record.load_mask() if record.load_mask is not None else None
     return record, data, (h, w, fmt), mask if mask is not None else None
+
+
+def _unreadable(record: ImageRecord, exc: OSError) -> str:
+    """Why a file could not be read; a symlink says where it points (dangling, or a loop)."""
+    source = record.source
+    if source is not None and os.path.islink(source):
+        try:
+            target = os.readlink(source)
+        except OSError:
+            target = "?"
+        return f"broken symlink to {target} ({exc.strerror or exc})"
+    return f"unreadable ({exc.strerror or exc})"
 
 
 def bounded_map(pool, fn, items, window):
@@ -104,11 +116,20 @@ def write_store(
     one line, unless ``skip_bad``: then they are left out and recorded.
     ``progress(n)`` is called after each batch with the number of records done.
     """
-    import h5py
+    from reidkit.store.lock import writer_lock
 
     out = Path(out)
     check_output(out, force)
     check_scan_problems(layout, skip_bad)
+    # One writer per store name: a second adapt (--force or not) is refused while this one writes.
+    with writer_lock(out, f"store {out}"):
+        check_output(out, force)  # again under the lock: another writer may have published it meanwhile
+        return _write_store(out, layout, skip_bad=skip_bad, force=force, progress=progress, workers=workers)
+
+
+def _write_store(out: Path, layout: DatasetLayout, *, skip_bad: bool, force: bool, progress, workers: int) -> WriteSummary:
+    import h5py
+
     problems = list(layout.problems)
 
     vlen_bytes = h5py.vlen_dtype(np.dtype("uint8"))
@@ -138,7 +159,8 @@ def write_store(
                 written += n
                 pending = []
 
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
                 done = 0
                 # In record order; cv2 and file reads release the GIL, so threads overlap them.
                 for record, data, info, extra in bounded_map(pool, _read_and_probe, layout.records, 4 * BATCH):
@@ -164,6 +186,9 @@ def write_store(
                 flush()
                 if progress is not None:
                     progress(done)
+            finally:
+                # Ctrl-C or an error: drop the queued reads (up to 4 x BATCH) instead of waiting for them.
+                pool.shutdown(wait=True, cancel_futures=True)
             if problems and not skip_bad:
                 raise DatasetLayoutError(describe_problems(problems) + " (use --skip-bad to leave them out)")
             if written == 0:

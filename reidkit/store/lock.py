@@ -1,0 +1,147 @@
+"""One writer at a time: an exclusive, non-blocking lock per thing being written (a store, a run's shard).
+
+The lock is ``flock`` on a hidden file beside the target (``.NAME.lock``, or a hashed name when NAME is long).
+The kernel drops it when the holder exits, also after ``kill -9``, so a lock is never stale; the file is
+removed on release, and a writer that locked a file another writer just removed tries again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from reidkit.errors import StoreError
+
+LOCK_SUFFIX = ".lock"
+NAME_MAX = 255
+
+
+def lock_path(target: Path, key: str = "") -> Path:
+    """Where the lock of ``target`` (and ``key``: e.g. a run's shard tag) lives: beside it, hidden."""
+    target = Path(target)
+    name = f".{target.name}{'.' + key if key else ''}{LOCK_SUFFIX}"
+    if len(os.fsencode(name)) > NAME_MAX:  # long names: a hash keeps it within the limit and unique
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:24]
+        name = f".reidkit-{digest}{LOCK_SUFFIX}"
+    return target.with_name(name)
+
+
+class WriterLock:
+    """Held from ``acquire`` until ``release`` (or the end of a ``with`` block, or the object's end)."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what, self.fd = Path(path), what, None
+
+    def acquire(self) -> "WriterLock":
+        import fcntl
+
+        import errno
+
+        for _ in range(100):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    return self  # a read-only place: nothing can be written there, so there is nothing to guard
+                raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise StoreError(f"{self.what} is being written by another reidkit process{holder}; expected one writer "
+                                 "at a time (wait for it to finish, or stop it)") from None
+            except OSError as exc:
+                os.close(fd)
+                raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file the previous holder removed while we waited for it
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self.fd = fd
+                return self
+            os.close(fd)
+        raise StoreError(f"cannot lock {self.path}: it keeps being replaced")
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still held: nobody locks a file that is about to go
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the kernel drops the lock anyway
+            pass
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
+def writer_lock(target: Path, what: str, key: str = "") -> WriterLock:
+    """An unacquired lock for ``target``; use ``with writer_lock(...):`` or ``.acquire()``."""
+    return WriterLock(lock_path(target, key), what)
+
+
+def acquire(target: Path, what: str, key: str = "") -> WriterLock:
+    """Take the lock now; it is held while the returned object lives (or until ``release()``)."""
+    return writer_lock(target, what, key).acquire()
+
+
+def one_writer_per_run_shard(run_expand):
+    """Decorates ``run_expand``: a second expand of the same run and shard is refused while one runs.
+
+    Two writers of one run shard would both plan the same missing items and publish them twice. The lock
+    (beside the store: ``.STORE.runs.NAME.TAG.lock``) covers planning and writing; shards of one run each
+    take their own, so sharded runs still work side by side.
+    """
+    import functools
+    import inspect
+
+    signature = inspect.signature(run_expand)
+
+    @functools.wraps(run_expand)
+    def locked(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            key, what = _run_shard_key(bound.arguments)
+        except Exception:  # arguments run_expand itself refuses: let it say so, in its words
+            return run_expand(*args, **kwargs)
+        with writer_lock(key[0], what, key=key[1]):
+            return run_expand(*args, **kwargs)
+
+    return locked
+
+
+def _run_shard_key(a: dict):
+    from reidkit.generation import seeding
+    from reidkit.generation.engine import default_run_name
+
+    store = Path(getattr(a["store_path"], "path", a["store_path"]))
+    shard = seeding.parse_shard(a["shard"]) if isinstance(a["shard"], str) else a["shard"]
+    if shard is None:
+        shard = seeding.launcher_shard()
+    tag = seeding.shard_tag(shard)
+    name = a["name"] or default_run_name(a["generator"], a["split"], a["variants"], a["seed"])
+    if not store.is_file():
+        raise FileNotFoundError(store)  # run_expand says the store is missing
+    return (store, f"runs.{name}.{tag}"), f"generated run '{name}' (chunks '{tag}') of {store}"
