@@ -25,6 +25,7 @@ def _common_options(adapter):
                      **({"default": store_name, "show_default": True} if store_name else {"required": True})),
         click.Option(["--force"], is_flag=True, help="Replace an existing store."),
         click.Option(["--skip-bad"], is_flag=True, help="Leave out unparseable or corrupt images (recorded in the store) instead of failing."),
+        click.Option(["--json", "as_json"], is_flag=True, help="Print the written store's summary as JSON (the keys of 'reidkit info --json')."),
     ]
 
 
@@ -44,7 +45,7 @@ def check_name_length(out: Path):
                          f"bytes and the store's sidecar folder adds '{PARTS_SUFFIX}')")
 
 
-def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings):
+def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings, as_json=False):
     from reidkit.progress import progress_bar
     from reidkit.store.writer import check_output, check_scan_problems, write_store
 
@@ -68,12 +69,18 @@ def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings):
     from reidkit.commands.info import print_summary
     from reidkit.store import open_store
 
-    print_summary(open_store(summary.path))
+    if as_json:
+        from reidkit.json_output import emit
+        from reidkit.store.summary import store_summary
+
+        emit(store_summary(open_store(summary.path)))
+    else:
+        print_summary(open_store(summary.path))
 
 
 def build_adapter_command(name, adapter_cls):
-    def callback(root, out, force, skip_bad, **settings):
-        run_adapt(name, adapter_cls, root, out, force, skip_bad, settings)
+    def callback(root, out, force, skip_bad, as_json, **settings):
+        run_adapt(name, adapter_cls, root, out, force, skip_bad, settings, as_json)
 
     return click.Command(
         name,

@@ -1,4 +1,4 @@
-"""Every option also reads REIDKIT_<COMMAND>_<PARAMETER> (click's auto_envvar_prefix), the flag wins over it."""
+"""Options from REIDKIT_<COMMAND>_<PARAMETER> (click auto_envvar_prefix; a flag wins over it), and --json outputs."""
 import json
 
 from tests.helpers import make_world, run_cli
@@ -28,3 +28,12 @@ def test_a_bad_value_in_the_environment_is_one_usage_line(tmp_path):
     from_env = run_cli("train", store, "--out", tmp_path / "run", env={"REIDKIT_TRAIN_EPOCHS": "abc"})
     assert from_env.exit_code == 2 and "epochs" in from_env.output.lower()
     assert not (tmp_path / "run").exists()
+
+
+def test_adapt_json_is_the_info_summary(tmp_path):
+    out = tmp_path / "w.h5"
+    result = run_cli("adapt", "synthetic", "--out", out, "--ids", 4, "--cameras", 2, "--json")
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)  # progress and messages went to stderr
+    assert written == json.loads(run_cli("info", out, "--json").stdout)
+    assert written["settings"]["ids"] == 4 and "as_json" not in written["settings"]
