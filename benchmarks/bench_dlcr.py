@@ -13,6 +13,8 @@ bf16 peak:
 
     python benchmarks/bench_dlcr.py --full-size --device cuda --dtype bfloat16 \
         --width 256 --height 768 --steps 50 --images 32 --batch 16 --peak-tflops 989
+
+Discriminator-guided vs plain images/s (DLCR's second pass): benchmarks/bench_discriminator.py speed.
 """
 from __future__ import annotations
 

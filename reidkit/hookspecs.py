@@ -4,7 +4,11 @@ A plugin is a module (or object) named by an entry point in the ``reidkit``
 group. It implements any of the hooks below with ``@reidkit.hookimpl``. Every
 ``register_*`` hook receives a ``register(name, obj)`` callback; ``obj`` is
 what the stage will use (usually a class), and ``name`` is what users type on
-the command line. Keep plugin modules light: import torch, diffusers or
+the command line. ``obj`` is checked against its kind's contract
+(``reidkit.contracts.CONTRACTS``: required methods, declared settings) as it
+is registered; one that breaks it is refused in one line naming the plugin
+and what is missing, and the plugin's other registrations still load.
+Keep plugin modules light: import torch, diffusers or
 transformers inside the registered objects' methods, not at module level,
 so that ``reidkit --help`` stays instant.
 """
@@ -67,7 +71,7 @@ def register_backbones(register):
 
 @hookspec
 def register_strategies(register):
-    """Register training strategies (``reidkit train --plugin NAME``), e.g.
+    """Register training strategies (``reidkit train --strategy NAME``; ``--plugin`` is an alias), e.g.
     baseline, cal, progressive, pretrain.
 
     Contract: ``reidkit.training.contracts.Strategy``: ``register("cal", CalStrategy)``

@@ -14,6 +14,7 @@ from importlib import metadata
 import pluggy
 
 from reidkit import hookspecs
+from reidkit.contracts import CONTRACTS, describe_settings, refusal
 from reidkit.errors import PluginError
 
 ENTRY_POINT_GROUP = "reidkit"
@@ -50,16 +51,22 @@ class PluginRecord:
     builtin: bool
     registers: dict = field(default_factory=lambda: {kind: [] for kind in KINDS})
     error: str | None = None
+    # registrations refused because they break their kind's contract: one line each, the rest still load
+    refused: list = field(default_factory=list)
 
-    def as_json(self):
-        return {
+    def as_json(self, plugins: "PluginSet | None" = None):
+        out = {
             "name": self.name,
             "distribution": self.distribution,
             "version": self.version,
             "builtin": self.builtin,
             "registers": {k: sorted(v) for k, v in self.registers.items()},
             "error": self.error,
+            "refused": list(self.refused),
         }
+        if plugins is not None:
+            out["settings"] = plugins.settings_of_record(self)
+        return out
 
 
 class PluginSet:
@@ -70,6 +77,7 @@ class PluginSet:
         self.manager.add_hookspecs(hookspecs)
         self.records: list[PluginRecord] = []
         self._registry: dict[str, dict[str, tuple[object, PluginRecord]]] = {k: {} for k in KINDS}
+        self._refused: dict[str, dict[str, str]] = {k: {} for k in KINDS}  # kind -> name -> the refusal line
 
     # -- loading ---------------------------------------------------------------
     def add(self, plugin, record: PluginRecord):
@@ -92,6 +100,12 @@ class PluginSet:
                     f"two plugins register the {KIND_SINGULAR[kind]} '{name}': "
                     f"'{taken[1].name}' ({taken[1].distribution}) and '{record.name}' ({record.distribution})"
                 )
+            why = refusal(kind, name, obj)
+            if why is not None:  # broken against its contract: reported and skipped, like a plugin that fails to import
+                line = f"plugin '{record.name}' ({record.distribution}): {why}"
+                record.refused.append(line)
+                self._refused[kind][name] = line
+                return
             self._registry[kind][name] = (obj, record)
             record.registers[kind].append(name)
 
@@ -127,6 +141,8 @@ class PluginSet:
         try:
             return self._registry[kind][name][0]
         except KeyError:
+            if name in self._refused[kind]:
+                raise PluginError(f"{KIND_SINGULAR[kind]} '{name}' was refused at registration: {self._refused[kind][name]}") from None
             known = ", ".join(self.names(kind)) or "none installed"
             raise PluginError(f"unknown {KIND_SINGULAR[kind]} '{name}' (known: {known})") from None
 
@@ -134,7 +150,17 @@ class PluginSet:
         return self._registry[kind][name][1]
 
     def failures(self):
-        return [r for r in self.records if r.error]
+        return [r for r in self.records if r.error or r.refused]
+
+    def settings_of_record(self, record: PluginRecord) -> dict:
+        """{kind: {name: {setting: {default, type, choices, min, max, help, ...}}}} for what ``record`` registered."""
+        out = {}
+        for kind, names in record.registers.items():
+            if not CONTRACTS[kind].has_settings:
+                continue
+            for name in sorted(names):
+                out.setdefault(kind, {})[name] = describe_settings(self._registry[kind][name][0])
+        return out
 
 
 def _selected_third_party():

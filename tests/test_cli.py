@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import h5py
+import pytest
 
 from tests.helpers import make_world, run_cli, run_console
 
@@ -133,3 +134,17 @@ def test_no_bare_top_level_packages_installed(tmp_path):
     assert out.strip() == "[]"
     code = "import reidkit.adapters, reidkit.plugins; print(reidkit.adapters.__name__)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout.strip() == "reidkit.adapters"
+
+
+@pytest.mark.parametrize("option", ["--strategy", "--plugin"])
+def test_train_strategy_option_and_its_plugin_alias(tmp_path, option):
+    store = make_world(tmp_path / "w.h5", ids=4, outfits=2, cameras=2, shots=1)
+    # the value reaches the strategy lookup: progressive needs a generated run, an unknown name lists the known ones
+    r = run_console("train", store, option, "progressive", "--out", tmp_path / "run")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "strategy 'progressive' trains with generated images" in r.stderr
+    r = run_console("train", store, option, "nope", "--out", tmp_path / "run")
+    assert r.returncode == 1 and "unknown strategy 'nope' (known: baseline, cal, pretrain, progressive" in r.stderr
+    assert not (tmp_path / "run").exists()
+    shown = " ".join(run_console("train", "--help").stdout.split())
+    assert "--strategy, --plugin TEXT" in shown and "--plugin is an alias" in shown

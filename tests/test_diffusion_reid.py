@@ -273,7 +273,8 @@ def test_diffusion_noise_drawn_on_the_cpu_from_each_items_seed(tiny, monkeypatch
 
 def test_bad_settings_one_line(world, tmp_path, tiny):
     store = fresh_copy(world, tmp_path)
-    for bad, words in (("strength=0", "strength"), ("latent_noise=2", "norm ratio"), ("conditioning=ip-adapter", "not built"),
+    for bad, words in (("strength=0", "strength"), ("latent_noise=2", "setting 'latent_noise' must be a number >= 0 and <= 1, got 2"),
+                       ("conditioning=ip-adapter", "not built"), ("steps=abc", "setting 'steps' must be an integer >= 1, got 'abc'"),
                        ("height=30", "multiples of 8"), ("strength=0.2", "at least one step")):
         r = run_cli("expand", store, *gen_args(tiny), "--set", bad)
         assert r.exit_code == 1 and words in r.output, (bad, r.output)

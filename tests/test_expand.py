@@ -275,3 +275,114 @@ def test_expand_unknown_device_refused_in_one_line(world, tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "unknown torch device 'gpu7'" in r.stderr
     assert not any(p.name == "dev" for p in tmp_path.rglob("*"))
+
+
+def _refused_in_one_line(proc):
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+BAD_FILE_BANK = "outfit-a: [red shirt, blue jeans]\noutfit-b: 7\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    # issue 14: a bad setting failed after the clothing bank was written
+    (["--set", "jitter=abc"], "generator 'recolor': setting 'jitter' must be a number >= 0, got 'abc'"),
+    # issue 14: dlcr's setting was not checked before its model load (offline: nothing may be fetched either)
+    (["--generator", "dlcr", "--set", "steps=abc", "--device", "cpu"],
+     "generator 'dlcr': setting 'steps' must be an integer >= 1, got 'abc'"),
+    (["--generator", "dlcr", "--set", "scheduler=pndm"], "generator 'dlcr': setting 'scheduler' must be one of ddim, model, got 'pndm'"),
+    (["--generator", "dlcr", "--set", "attention_slicing=sometimes"],
+     "generator 'dlcr': setting 'attention_slicing' must be true or false, got 'sometimes'"),
+    (["--prompts", "templates", "--prompt-set", "pattern_rate=2"],
+     "prompt source 'templates': setting 'pattern_rate' must be a number >= 0 and <= 1, got 2"),
+    (["--prompts", "llava-llama", "--prompt-set", "fallback=maybe"],
+     "prompt source 'llava-llama': setting 'fallback' must be one of none, answers, got 'maybe'"),
+    (["--masker", "heuristic", "--mask-set", "iterations=abc"], "masker 'heuristic': setting 'iterations' must be an integer >= 1, got 'abc'"),
+    (["--masker", "heuristic", "--mask-set", "hand_rows=[0.4,x]"],
+     "masker 'heuristic': setting 'hand_rows' must be a list of numbers, each >= 0 and <= 1, got [0.4, 'x']"),
+    (["--masker", "parser", "--mask-set", "preset=xyz"], "masker 'parser': setting 'preset' must be one of auto, lip, atr, model, got 'xyz'"),
+    (["--filter", "sanity:min_std=abc"], "filter 'sanity': setting 'min_std' must be a number >= 0, got 'abc'"),
+    (["--filter", "reid-confidence:tau=1.5"], "filter 'reid-confidence': setting 'tau' must be a number >= 0 and <= 1, got 1.5"),
+    # issue 14: these left sidecar folders behind (the clothing bank was built before they were found)
+    (["--mask-set", "set=nope"], "has no mask set 'nope' (mask sets: ground_truth)"),
+    (["--prompts", "file", "--prompt-set", "path=MISSING"], "prompt source 'file' needs --prompt-set path=FILE.yaml|json"),
+    (["--prompts", "file", "--prompt-set", "path=BADBANK"], "outfit 'outfit-b' must be a list of strings or one string"),
+    (["--filter", "reid-confidence:checkpoint=MISSING"], "is not a reidkit training run (no config.yaml"),
+    (["--filter", "reid-confidence:checkpoint=UNFINISHED"], "has no model.safetensors yet"),
+])
+def test_bad_plugin_input_refused_in_one_line_before_anything_is_written(world, tmp_path, args, message):
+    store = fresh_copy(world, tmp_path)
+    (tmp_path / "bad.yaml").write_text(BAD_FILE_BANK)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("plugin: baseline\ndata: {num_classes: 2}\n")
+    paths = {"MISSING": str(tmp_path / "missing"), "BADBANK": str(tmp_path / "bad.yaml"), "UNFINISHED": str(unfinished)}
+    args = [next((a.replace(k, v) for k, v in paths.items() if k in a), a) for a in args]
+    start = time.perf_counter()
+    proc = run_console("expand", store, "--variants", "1", *args, env={"HF_HUB_OFFLINE": "1"})
+    line = _refused_in_one_line(proc)
+    assert message in line
+    assert not Path(str(store) + ".parts").exists()  # nothing written: no bank, no masks, no run
+    assert time.perf_counter() - start < 60  # no model was loaded (or looked for) first
+
+
+def test_yaml_plugin_settings_checked_before_anything_is_written(world, tmp_path):
+    store = fresh_copy(world, tmp_path)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("generator: dlcr\ngenerator_settings: {steps: abc}\nprompts: templates\nmasker: store\n")
+    line = _refused_in_one_line(run_console("expand", store, "--config", cfg, "--device", "cpu", env={"HF_HUB_OFFLINE": "1"}))
+    assert line == "Error: generator 'dlcr': setting 'steps' must be an integer >= 1, got 'abc'"
+    cfg.write_text("prompt_settings: {pattern_rate: [1, 2]}\n")
+    line = _refused_in_one_line(run_console("expand", store, "--config", cfg))
+    assert line == "Error: prompt source 'templates': setting 'pattern_rate' must be a number >= 0 and <= 1, got [1, 2]"
+    assert not Path(str(store) + ".parts").exists()
+
+
+def test_library_settings_checked_and_paths_accepted_for_string_settings(world, tmp_path):
+    from reidkit.errors import PluginError
+
+    store = fresh_copy(world, tmp_path)
+    with pytest.raises(PluginError, match=r"^generator 'recolor': setting 'jitter' must be a number >= 0, got 'abc'$"):
+        run_expand(store, variants=1, generator_settings={"jitter": "abc"}, show_progress=False)
+    with pytest.raises(PluginError, match=r"setting 'shade_strength' must be a number >= 0, got True"):
+        run_expand(store, variants=1, generator_settings={"shade_strength": True}, show_progress=False)
+    assert not Path(str(store) + ".parts").exists()
+    bank = tmp_path / "bank.yaml"
+    bank.write_text("outfit-a: [red shirt, blue jeans]\n")
+    # a pathlib.Path for a string setting, an integer for a float one, YAML 1.1's string '1e-1' for a float one
+    summary = run_expand(store, variants=1, prompts="file", prompt_settings={"path": bank},
+                         generator_settings={"jitter": 3, "shade_blur": "1e-1"}, show_progress=False)
+    assert summary["generated"] > 0
+
+
+def test_mask_command_checks_settings_before_anything_is_written(world, tmp_path):
+    store = fresh_copy(world, tmp_path)
+    line = _refused_in_one_line(run_console("mask", store, "--masker", "heuristic", "--mask-set", "waist=tall"))
+    assert line == "Error: masker 'heuristic': setting 'waist' must be a number >= 0 and <= 1, got 'tall'"
+    assert not Path(str(store) + ".parts").exists()
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    # issue 14: these failed with a TypeError naming neither key nor file
+    ("variants: abc", "setting 'variants' must be an integer >= 1, got 'abc'"),
+    ("batch_size: [1, 2]", "setting 'batch_size' must be an integer >= 1, got [1, 2]"),
+    ("seed: x", "setting 'seed' must be an integer >= 0, got 'x'"),
+    ("limit: 0", "setting 'limit' must be an integer >= 1 (or null), got 0"),
+    ("filters: 3", "setting 'filters' must be a list (or null), got 3"),
+    ("generator_settings: 5", "setting 'generator_settings' must be a mapping (key: value) (or null), got 5"),
+])
+def test_yaml_run_settings_checked_naming_key_and_file(world, tmp_path, yaml_text, message):
+    store = fresh_copy(world, tmp_path)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml_text + "\n")
+    line = _refused_in_one_line(run_console("expand", store, "--config", cfg))
+    assert line == f"Error: --config {cfg}: {message}"
+    site = tmp_path / "site.yaml"
+    site.write_text("expand:\n  " + yaml_text + "\n")
+    line = _refused_in_one_line(run_console("expand", store, env={"REIDKIT_CONFIG": str(site)}))
+    assert line == f"Error: $REIDKIT_CONFIG {site} (expand:): {message}"
+    assert not Path(str(store) + ".parts").exists()

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidkit.contracts import Setting
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import Verdict
 
 
 class ReidConfidenceFilter:
     defaults = {"checkpoint": "", "tau": 0.5, "report_taus": [0.1, 0.3, 0.5, 0.7, 0.9], "batch_size": 64, "centroid_images": 32}
+    settings_spec = {
+        "checkpoint": Setting(str, "a 'reidkit train' output folder (required from the command line)"),
+        "tau": Setting(float, "kept when p(source person) >= tau", min=0, max=1),
+        "report_taus": Setting(list, "thresholds whose pass rates the summary reports", item=float, min=0),
+        "batch_size": Setting(int, "images per model call", min=1),
+        "centroid_images": Setting(int, "real images per person in the centroid of centroid_cos (0: no centroid score)", min=0),
+    }
 
     def __init__(self, settings, device, store):
         self.settings = settings
@@ -29,6 +37,22 @@ class ReidConfidenceFilter:
         self.store = store
         self.model = None  # a library caller may hand in a model object instead of a checkpoint
         self._centroids = {}
+
+    def check(self, store):
+        """Before anything is written: the checkpoint must be a finished training run (its model loads later)."""
+        if self.model is not None:
+            return
+        if not self.settings["checkpoint"]:
+            raise ReidkitError("filter 'reid-confidence' needs a model: --filter reid-confidence:checkpoint=TRAIN_OUTPUT_DIR")
+        from pathlib import Path
+
+        from reidkit.training.checkpoint import MODEL_FILE, read_config
+
+        config = read_config(self.settings["checkpoint"])
+        if not isinstance(config, dict) or "data" not in config:
+            raise ReidkitError(f"{self.settings['checkpoint']}/config.yaml is not a training run's configuration (no 'data')")
+        if not (Path(self.settings["checkpoint"]) / MODEL_FILE).is_file():
+            raise ReidkitError(f"{self.settings['checkpoint']} has no {MODEL_FILE} yet (training has not finished an epoch)")
 
     def load(self):
         if self.model is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidkit.contracts import Setting
 from reidkit.generation.contracts import Verdict
 
 
@@ -12,6 +13,10 @@ class SanityFilter:
     without one) below ``min_change`` grey levels."""
 
     defaults = {"min_std": 2.0, "min_change": 1.0}
+    settings_spec = {
+        "min_std": Setting(float, "an image whose pixel std is below this is blank", min=0),
+        "min_change": Setting(float, "mean absolute change (grey levels) in the mask below which an image is unchanged", min=0),
+    }
 
     def __init__(self, settings, device, store):
         self.settings = settings

@@ -22,6 +22,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from reidkit.contracts import DTYPES, Setting
+
 from .identity_prompts import (
     CAPTION_QUESTION,
     consensus_attributes,
@@ -92,6 +94,30 @@ class DiffusionReidGenerator:
         "micro_batch": 1,  # images per diffusion call; 1 keeps every image independent of its batch mates
         "dtype": "auto",
         "prompts_name": "",
+    }
+    settings_spec: ClassVar[dict] = {
+        "model": Setting(str, "Stable Diffusion img2img pipeline: hub id or local folder"),
+        "captioner": Setting(str, "VLM captioning each identity's images (LPE): hub id or local folder"),
+        "caption_question": Setting(str, "question the captioner answers for every image"),
+        "caption_tokens": Setting(int, "most new tokens per caption", min=1),
+        "caption_batch": Setting(int, "images per captioner call", min=1),
+        "captions_per_identity": Setting(int, "images captioned per identity (0: all)", min=0),
+        "consensus": Setting(float, "share of captions an attribute must appear in to enter the identity prompt", min=0, max=1),
+        "per_identity": Setting(int, "images generated per identity", min=1),
+        # no choices: the constructor's refusal of another value says it is not built (docs/diffusion-reid.md)
+        "conditioning": Setting(str, "how the source conditions generation (only img2img is built)"),
+        "strength": Setting(float, "img2img strength: how far the source is re-noised", min=0, min_open=True, max=1),
+        "steps": Setting(int, "denoising steps (img2img runs steps x strength of them)", min=1),
+        "guidance": Setting(float, "classifier-free guidance scale", min=0),
+        "negative_prompt": Setting(str, "negative prompt ('' for none)"),
+        "height": Setting(int, "generation height in pixels (a multiple of 8)", min=8),
+        "width": Setting(int, "generation width in pixels (a multiple of 8)", min=8),
+        "latent_noise": Setting(float, "DI: norm ratio of the noise added to the start latents", min=0, max=1),
+        "embed_noise": Setting(float, "DI: norm ratio of the noise added to the prompt embeddings", min=0, max=1),
+        "diversity": Setting(bool, "diversity injection (DI) on or off"),
+        "micro_batch": Setting(int, "images per diffusion call (1: each image independent of its batch mates)", min=1),
+        "dtype": Setting(str, "auto: float16 on GPU, float32 on CPU", choices=DTYPES),
+        "prompts_name": Setting(str, "name of the stored identity prompts ('': lpe)"),
     }
     needs_masks: ClassVar[bool] = False
 

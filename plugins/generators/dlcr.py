@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from reidkit.contracts import DTYPES, Setting
 from reidkit.errors import ReidkitError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -51,18 +52,52 @@ class DlcrGenerator:
         "negative_prompt": "",
         "mask_dilate": 0,  # pixels; DLCR uses none
         "attention_slicing": False,
+        # discriminator guidance (DLCR's second pass, docs/discriminator.md): a folder from 'reidkit discriminator train'
+        "discriminator": "",  # '' = the plain first pass
+        "discriminator_threshold": 200,  # correct only at diffusion steps t > threshold (DLCR: 200)
+        "discriminator_weight": 1.0,  # w in eps' = eps - sqrt(1 - alpha_bar_t) * w * grad log(d / (1 - d)) (DLCR: 1.0)
+        "discriminator_clip": 1e-5,  # d clipped to [clip, 1 - clip] (DLCR: 1e-5)
     }
     needs_masks = True
     # DLCR's own pipeline when the user names no --masker / --prompts: a human parser's clothing masks
     # (methods.md 1.1) and the LLaVA + LLaMA clothing bank (1.2)
     default_masker = "parser"
     default_prompts = "llava-llama"
+    # types, choices and ranges of the settings above (checked before any model loads); undeclared ones take their default's type
+    settings_spec = {
+        "model": Setting(str, "diffusers inpainting pipeline: hub id or local folder"),
+        "width": Setting(int, "generation width in pixels (the crop is resized to it and back)", min=8),
+        "height": Setting(int, "generation height in pixels", min=8),
+        "steps": Setting(int, "denoising steps", min=1),
+        "guidance": Setting(float, "classifier-free guidance scale", min=0),
+        "strength": Setting(float, "how far the masked region is re-noised (1: fully)", min=0, min_open=True, max=1),
+        "scheduler": Setting(str, "ddim (DLCR), or model: the scheduler saved with the model", choices=("ddim", "model")),
+        "eta": Setting(float, "DDIM eta (0: deterministic sampling)", min=0, max=1),
+        "dtype": Setting(str, "auto: float16 on GPU, float32 on CPU", choices=DTYPES),
+        "prompt_template": Setting(str, "prompt text; {prompt} = the outfit's prompt, {items} = its items joined by ', '"),
+        "negative_prompt": Setting(str, "negative prompt ('' for none)"),
+        "mask_dilate": Setting(int, "pixels the clothing mask grows by (DLCR: 0)", min=0),
+        "attention_slicing": Setting(bool, "slice attention to save GPU memory"),
+        "discriminator": Setting(str, "discriminator guidance: a folder from 'reidkit discriminator train' ('' = plain pass)"),
+        "discriminator_threshold": Setting(int, "guidance acts at diffusion steps t > threshold (DLCR: 200)", min=-1),
+        "discriminator_weight": Setting(float, "weight w of the guidance correction (DLCR: 1.0)"),
+        "discriminator_clip": Setting(float, "d clipped to [clip, 1 - clip] (DLCR: 1e-5)", min=0, min_open=True, max=0.5,
+                                      max_open=True),
+    }
 
     def __init__(self, settings, device):
         self.settings = settings
         self.device = device
         self.model_id = settings["model"]
         self.pipe = None
+        self.guidance = None  # a DiscriminatorGuidance once loaded, when settings name a discriminator
+
+    @staticmethod
+    def provenance(settings) -> dict:
+        """Extra facts a run records and is named after: the discriminator and its sha256 ({} for the plain pass)."""
+        from reidkit.plugins.guidance.sampling import provenance
+
+        return provenance(settings)
 
     def load(self):
         """The pipeline, loaded once (from a hub id, a cache, or a local folder)."""
@@ -95,6 +130,10 @@ class DlcrGenerator:
         if self.settings["attention_slicing"]:
             pipe.enable_attention_slicing()
         pipe.set_progress_bar_config(disable=True)
+        if self.settings["discriminator"]:
+            from reidkit.plugins.guidance.sampling import load_guidance
+
+            self.guidance = load_guidance(self.settings, self.device)
         self.pipe = pipe.to(self.device)
         return self.pipe
 
@@ -112,7 +151,13 @@ class DlcrGenerator:
                        for m in masks]
         prompts = [s["prompt_template"].format(prompt=it.prompt, items=", ".join(it.items)) for it in items]
         generators = [torch.Generator("cpu").manual_seed(it.seed) for it in items]
-        with torch.inference_mode():
+        if self.guidance is None:
+            sampling = torch.inference_mode()
+        else:  # the second pass: autograd through the discriminator only, hooked onto the UNet's output
+            from reidkit.plugins.guidance.sampling import sampling_context
+
+            sampling = sampling_context(pipe, self.guidance)
+        with sampling:
             result = pipe(
                 prompt=prompts,
                 negative_prompt=[s["negative_prompt"]] * len(items) if s["negative_prompt"] else None,

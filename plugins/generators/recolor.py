@@ -10,6 +10,8 @@ import hashlib
 
 import numpy as np
 
+from reidkit.contracts import Setting
+
 REGIONS = ("upper", "lower", "shoes")
 LABEL_REGION_WORDS = {  # mask label names (LIP, ATR, synthetic) -> body region
     "shoes": ("shoe", "sock", "boot", "feet", "foot"),
@@ -54,6 +56,12 @@ class RecolorGenerator:
     """Recolour each garment region to the colour and pattern its target item names."""
 
     defaults = {"shade_strength": 1.0, "shade_blur": 0.02, "jitter": 6.0, "stripe_period": 0.0}
+    settings_spec = {
+        "shade_strength": Setting(float, "how much of the source's shading the new colour keeps (0: flat colour)", min=0),
+        "shade_blur": Setting(float, "blur of the shading, as a fraction of the image height", min=0),
+        "jitter": Setting(float, "random change of each colour channel, in 0-255 units", min=0),
+        "stripe_period": Setting(float, "stripe period in pixels for striped garments (0: height / 20, at least 4)", min=0),
+    }
     needs_masks = True
     model_id = None
 

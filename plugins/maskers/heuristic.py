@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidkit.contracts import Setting
+
 LABELS = ["background", "head", "hands", "feet", "upper-clothes", "lower-clothes"]
 CLOTHING = ["upper-clothes", "lower-clothes"]
 
@@ -27,6 +29,16 @@ class HeuristicMasker:
         "waist": 0.47,
         "hand_rows": [0.4, 0.58],
         "hand_margin": 1.15,  # x beyond this many torso half-widths from the centre is a hand
+    }
+    settings_spec = {
+        "iterations": Setting(int, "GrabCut iterations", min=1),
+        "border": Setting(float, "crop width at each side taken as sure background", min=0, max=0.5),
+        "core": Setting(float, "half-width of the central column taken as sure person", min=0, max=0.5),
+        "head": Setting(float, "top share of the person's height labelled head", min=0, max=1),
+        "feet": Setting(float, "bottom share of the person's height labelled feet", min=0, max=1),
+        "waist": Setting(float, "height share where upper clothes end and lower clothes start", min=0, max=1),
+        "hand_rows": Setting(list, "[first, last] height shares of the band where hands may be", item=float, min=0, max=1),
+        "hand_margin": Setting(float, "x beyond this many torso half-widths from the centre is a hand", min=0),
     }
     labels = LABELS
     clothing = CLOTHING

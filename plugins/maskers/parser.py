@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidkit.contracts import DTYPES, Setting
 from reidkit.errors import ReidkitError
 
 # LIP (SCHP, DLCR's parser): 20 labels. Clothing per DLCR: everything worn except hat.
@@ -30,6 +31,15 @@ class ParserMasker:
     ``labels`` / ``clothing``: override the preset's lists."""
 
     defaults = {"model": DEFAULT_MODEL, "preset": "auto", "labels": [], "clothing": [], "dtype": "float32", "dilate": 0}
+    settings_spec = {
+        "model": Setting(str, "semantic-segmentation human parser: hub id or local folder"),
+        "preset": Setting(str, "label set: auto (atr for the default model, else lip), lip, atr, or model (its id2label)",
+                          choices=("auto", "lip", "atr", "model")),
+        "labels": Setting(list, "label names overriding the preset's", item=str),
+        "clothing": Setting(list, "labels that are clothing, overriding the preset's", item=str),
+        "dtype": Setting(str, "model dtype", choices=DTYPES),
+        "dilate": Setting(int, "pixels the clothing grows by (DLCR: 0)", min=0),
+    }
 
     def __init__(self, settings, device):
         self.s = settings

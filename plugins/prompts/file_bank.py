@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reidkit.contracts import Setting
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import BankEntry
 
@@ -12,6 +13,7 @@ class FilePrompts:
     The names become target clothes keys; outfits named like a store outfit are excluded for that outfit's images."""
 
     defaults = {"path": ""}
+    settings_spec = {"path": Setting(str, "the bank file: JSON or YAML, outfit name -> items (or a list of item lists)")}
 
     def __init__(self, settings, device):
         self.settings = settings
@@ -32,7 +34,17 @@ class FilePrompts:
             raise ReidkitError(f"{path}: expected a mapping name -> items or a list of item lists")
         return data
 
+    def check(self, store):
+        """Before anything is written: the file must read and every outfit parse."""
+        self.entries()
+
     def build(self, store, groups, progress=None):
+        entries = self.entries()
+        if progress:
+            progress(len(groups))
+        return entries
+
+    def entries(self) -> list[BankEntry]:
         from reidkit.plugins.prompts.parsing import parse_items
 
         entries = []
@@ -46,6 +58,4 @@ class FilePrompts:
             if not items:
                 raise ReidkitError(f"{self.settings['path']}: outfit '{key}' has no clothing item longer than 2 characters")
             entries.append(BankEntry(str(key), items, raw="file", ok=True))
-        if progress:
-            progress(len(groups))
         return entries

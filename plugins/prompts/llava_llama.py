@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidkit.contracts import DTYPES, Setting
 from reidkit.errors import PluginError, ReidkitError
 from reidkit.generation.contracts import BankEntry
 
@@ -63,6 +64,34 @@ class LlavaLlamaPrompts:
         "fallback_words": 12,
         "seed": 0,
         "dtype": "auto",
+    }
+
+    settings_spec = {
+        "vlm": Setting(str, "VLM answering the question per image: hub id or local folder"),
+        "llm": Setting(str, "chat LLM extracting the clothing items: hub id or local folder"),
+        "question": Setting(str, "question the VLM answers for every image"),
+        "instruction": Setting(str, "LLM instruction; {text} = the outfit's joined answers"),
+        "vlm_temperature": Setting(float, "VLM sampling temperature (0: greedy)", min=0),
+        "vlm_system": Setting(str, "system line before the templated question ('' for none)"),
+        "vlm_image": Setting(str, "pad: square with the mean colour (LLaVA-1.5); processor: as the processor does",
+                             choices=("pad", "processor")),
+        "llm_temperature": Setting(float, "LLM sampling temperature (0: greedy)", min=0),
+        "llm_top_p": Setting(float, "LLM nucleus sampling share", min=0, min_open=True, max=1),
+        "max_words": Setting(int, "answers of an outfit cut to this many words before the LLM", min=1),
+        "images_per_outfit": Setting(int, "images asked per outfit (0: all, DLCR)", min=0),
+        "vlm_max_new_tokens": Setting(int, "most new tokens per VLM answer", min=1),
+        "llm_max_new_tokens": Setting(int, "most new tokens per LLM reply", min=1),
+        "llm_max_seq_len": Setting(int, "prompt + reply within this many tokens (0: no limit)", min=0),
+        "batch_size": Setting(int, "images per VLM call", min=1),
+        "postprocess": Setting(str, "how a reply becomes items (parsing.py)", choices=("dlcr", "reidkit")),
+        "min_item_chars": Setting(int, "items of fewer characters are dropped (DLCR: 3)", min=0),
+        "max_item_words": Setting(int, "items of more words are dropped (0: no limit)", min=0),
+        "separator": Setting(str, "joins items into the prompt (names: space, comma)"),
+        "fallback": Setting(str, "a reply with no item: none = empty prompt (DLCR), answers = the joined answers",
+                            choices=("none", "answers")),
+        "fallback_words": Setting(int, "words of the answers kept by fallback=answers", min=1),
+        "seed": Setting(int, "sampling seed", min=0),
+        "dtype": Setting(str, "auto: float16 on GPU, float32 on CPU", choices=DTYPES),
     }
 
     def __init__(self, settings, device):

@@ -5,6 +5,7 @@ import hashlib
 
 import numpy as np
 
+from reidkit.contracts import Setting
 from reidkit.generation.contracts import BankEntry
 
 
@@ -17,6 +18,11 @@ class TemplatePrompts:
     """One outfit per clothes key: '<colour> [<pattern>] <upper>', '<colour> <lower>', '<colour> <shoes>'."""
 
     defaults = {"seed": 0, "pattern_rate": 0.35, "extra_outfits": 0}
+    settings_spec = {
+        "seed": Setting(int, "seed of every outfit's draw", min=0),
+        "pattern_rate": Setting(float, "share of upper garments with a pattern", min=0, max=1),
+        "extra_outfits": Setting(int, "template outfits beyond the store's", min=0),
+    }
 
     def __init__(self, settings, device):
         self.settings = settings

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from reidkit.plugins.strategies.schedule import warmup_step_factor
+from reidkit.plugins.strategies.settings import spec_for
 from reidkit.training.data import BOT_AUGMENT
 
 
 class BaselineStrategy:
+    """BoT strong baseline: label-smoothed CE + batch-hard triplet, BNNeck, warm-up, Adam."""
+
     # BoT on Market-1501 (ResNet-50, last stride 1, 256x128, P16 x K4, 120 epochs)
     defaults = {
         "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "warmup_epochs": 10, "warmup_factor": 0.1,
@@ -15,6 +18,7 @@ class BaselineStrategy:
         "backbone": {"plugin": "timm", "model": "resnet50", "weights": "imagenet", "last_stride": 1, "pooling": "avg",
                      "embedding_dim": 0, "bnneck": True},
     }
+    settings_spec = spec_for(defaults)  # types, ranges and help (plugins/strategies/settings.py)
 
     def __init__(self, settings: dict):
         self.settings = settings

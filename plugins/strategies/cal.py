@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from reidkit.errors import ReidkitError
 from reidkit.plugins.strategies.baseline import BaselineStrategy
+from reidkit.plugins.strategies.settings import spec_for
 from reidkit.training.data import CAL_AUGMENT
 
 
 class CalStrategy(BaselineStrategy):
+    """CAL: identity CE + a clothes classifier with its own Adam + the clothes-adversarial loss."""
+
     defaults = {
         **BaselineStrategy.defaults,
         # CAL: Adam 3.5e-4, wd 5e-4, 60 epochs, x0.1 at 20 and 40, 384x192, 32 images of 4 ids (x8), no warm-up
@@ -27,6 +30,7 @@ class CalStrategy(BaselineStrategy):
         "classifier_bias": True,
         "augment": dict(CAL_AUGMENT),  # resize, 1/8 upscale + crop (p 0.5), flip, erasing (p 0.5)
     }
+    settings_spec = spec_for(defaults)
 
     def build_heads(self, feature_dim, num_classes, num_clothes, clothes_of_class):
         import torch
@@ -34,7 +38,7 @@ class CalStrategy(BaselineStrategy):
         from torch import nn
 
         if num_clothes < 2:
-            raise ReidkitError("strategy 'cal' needs clothes labels (at least 2 outfits in the train split); this store has none: use --plugin baseline")
+            raise ReidkitError("strategy 'cal' needs clothes labels (at least 2 outfits in the train split); this store has none: use --strategy baseline")
         identity = super().build_heads(feature_dim, num_classes, num_clothes, clothes_of_class)
         mask = torch.zeros(num_classes, num_clothes)
         for c, outfits in enumerate(clothes_of_class):

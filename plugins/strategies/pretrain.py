@@ -14,6 +14,8 @@ from reidkit.plugins.strategies.baseline import BaselineStrategy
 
 
 class PretrainStrategy(BaselineStrategy):
+    """Diffusion-ReID pre-training on synthetic identities; exports the backbone after every checkpoint."""
+
     # Diffusion-ReID pre-trains on synthetic identities instead of ImageNet: random start weights
     defaults = {**copy.deepcopy(BaselineStrategy.defaults), "epochs": 60, "milestones": [30, 50],
                 "backbone": {**BaselineStrategy.defaults["backbone"], "weights": None}}

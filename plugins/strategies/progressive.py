@@ -10,13 +10,17 @@ from __future__ import annotations
 from reidkit.errors import ReidkitError
 from reidkit.plugins.strategies.baseline import BaselineStrategy
 from reidkit.plugins.strategies.cal import CalStrategy
+from reidkit.plugins.strategies.settings import spec_for
 
 BASES = {"cal": CalStrategy, "baseline": BaselineStrategy}
 PROGRESSIVE = {"base": "cal", "progress_epochs": [5, 10, 15], "progress_fractions": [0.25, 0.5, 0.75, 1.0]}
 
 
 class ProgressiveStrategy:
+    """DLCR: each real image paired with a generated variant from a growing pool, on a base strategy."""
+
     defaults = {**CalStrategy.defaults, **PROGRESSIVE}
+    settings_spec = spec_for(defaults)
     needs_generated = True
 
     def __init__(self, settings: dict):

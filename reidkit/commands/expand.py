@@ -25,6 +25,9 @@ def load_config(path: Path) -> dict:
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise ReidkitError(f"--config {path}: unknown keys {unknown} (known: {', '.join(CONFIG_KEYS)})")
+    from reidkit.generation.engine import check_run_settings
+
+    check_run_settings(data, f"--config {path}")  # a wrong type names the key and the file, before anything runs
     return data
 
 
@@ -133,6 +136,11 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
     settings = {"generator": "recolor", "variants": 10, "seed": 0, "split": "train", "batch_size": 8, "chunk_size": 64,
                 "device": "auto"}
     user, user_per_plugin = split_per_plugin(user_settings("expand", CONFIG_KEYS))
+    if user:
+        from reidkit.generation.engine import check_run_settings
+        from reidkit.user_config import config_path
+
+        check_run_settings(user, f"$REIDKIT_CONFIG {config_path()} (expand:)")
     settings.update(user)
     if config:
         settings = merge_under(settings, load_config(config))  # plugin settings merge key by key

@@ -20,8 +20,9 @@ def parse_batch(value):
 
 @click.command("train")
 @click.argument("store", type=click.Path(dir_okay=False))
-@click.option("--plugin", "plugin", default=None, help="Strategy: baseline (BoT), cal (CAL), progressive (DLCR), pretrain (Diffusion-ReID "
-                                                      "pre-training: exports backbone.safetensors for --init-from). [default: baseline]")
+@click.option("--strategy", "--plugin", "plugin", default=None,
+              help="Strategy plugin: baseline (BoT), cal (CAL), progressive (DLCR), pretrain (Diffusion-ReID pre-training: exports "
+                   "backbone.safetensors for --init-from); --plugin is an alias. [default: baseline]")
 @click.option("--generated", "generated", multiple=True, help="Generated run(s) to train with (repeatable; 'reidkit info' lists them). "
                                                              "[default: none; progressive needs one]")
 @click.option("--base", default=None, help="progressive only: base strategy, cal or baseline. [default: cal]")
@@ -30,11 +31,11 @@ def parse_batch(value):
 @click.option("--weights", default=None, help="Backbone start weights: imagenet (resnet50 -> timm resnet50.tv_in1k, from the Hugging Face "
                                           "cache or hub), a .safetensors file, or none (random init). "
                                           "[default: strategy's: imagenet; pretrain: none]")
-@click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --plugin pretrain' (its run folder "
+@click.option("--init-from", "init_from", default=None, help="Start the backbone from an export of 'train --strategy pretrain' (its run folder "
                                                             "or backbone.safetensors). [default: none]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (a schedule point beyond the last one is warned about). "
                                                       "[default: strategy's: baseline 120, cal / progressive / pretrain 60]")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<plugin>].")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/<strategy>].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file with the same settings as keys (options given win; docs/training.md). [default: none]")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialisation, sampling and augmentation. [default: 0]")
@@ -56,7 +57,7 @@ def parse_batch(value):
                                           "(alone with --out: with the run's own settings). [default: off]")
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
           images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume):
-    """Train a model: reidkit train STORE --plugin progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
+    """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
     progressive); --config FILE.yaml holds the same settings as keys.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from reidkit.contracts import CONTRACTS
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import BankEntry, resolve_settings
 from reidkit.generation.parts import open_part, settings_name
@@ -96,6 +97,16 @@ class ClothingBank:
         return cls(part.name, entries, part.info, _chunk_counts(part.files[:1]))
 
 
+def bank_exists(store, source: str, settings: dict, bank_name: str | None = None) -> bool:
+    """Whether the bank ``source`` with these (resolved) settings is already stored (then nothing is built)."""
+    from reidkit.plugin_manager import get_plugins
+
+    cls = get_plugins().get("prompt_sources", source)
+    name = bank_name or settings_name(source, settings, dict(getattr(cls, "defaults", {})))
+    d = chunks.part_dir(store, KIND, name)
+    return (d / "part.json").is_file() and bool(chunks.chunk_files(d))
+
+
 def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cpu", bank_name: str | None = None,
                 split: str = "train", show_progress: bool = True) -> ClothingBank:
     """The store's clothing bank from ``source`` (built and stored on first use)."""
@@ -128,7 +139,7 @@ def ensure_bank(store, source: str, overrides: dict | None, *, device: str = "cp
         if not e.items and e.ok:  # a failed parse may leave an outfit without items (DLCR: an empty prompt)
             raise ReidkitError(f"prompt source '{source}' gave outfit '{e.key}' no clothing items")
     try:
-        _publish_bank(create(), entries, getattr(source_obj, "counts", None))
+        _publish_bank(create(), entries, CONTRACTS["prompt_sources"].optional_member(source_obj, "counts"))
     except FileExistsError:  # another rank published the same (seeded) bank first
         pass
     return ClothingBank.read(d)

@@ -2,10 +2,24 @@
 
 Every plugin is a class registered through its hook (``register_maskers`` ...).
 A class declares ``defaults`` (every setting it accepts, with its default
-value); reidkit resolves a user's overrides against them
-(:func:`resolve_settings`) and constructs the plugin with
-``cls(settings, device)`` (filters also receive the store). Heavy libraries
-are imported inside methods, never at module import.
+value) and may declare their types, choices, ranges and help in
+``settings_spec`` (a dict of :class:`Setting`; an undeclared setting takes
+its default's type). reidkit resolves a user's overrides against them
+(:func:`resolve_settings`, which refuses a bad value in one line before
+anything loads) and constructs the plugin with ``cls(settings, device)``
+(filters also receive the store). Constructors load nothing; heavy
+libraries are imported inside methods, never at module import.
+
+The protocols below document each kind; what is checked when a plugin
+registers (required methods) and which optional members the engine uses
+(with the behaviour when absent) is listed in ``reidkit.contracts.CONTRACTS``.
+A registered class missing a required method is refused in one line naming
+the plugin and the method.
+
+Optional for every kind here: ``check(store)`` on an instance, called before
+anything is written or any model loads, raising a one-line
+``reidkit.errors.PluginError`` for input the plugin can already see is bad
+(a missing file, a mask set the store lacks, a checkpoint that is no run).
 """
 from __future__ import annotations
 
@@ -14,6 +28,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from reidkit.contracts import Setting  # noqa: F401  (plugins import it from here or from reidkit.contracts)
 from reidkit.errors import PluginError
 
 
@@ -115,6 +130,12 @@ class Generator(Protocol):
     (``dlcr``: ``parser`` and ``llava-llama``); the engine uses them when the
     user names none (flag or config), else ``store`` and ``templates``, and
     the expand summary says so.
+
+    Optional: ``provenance(settings) -> dict`` (a static method) returns facts
+    beyond the settings that decide what the run looks like (``dlcr``: its
+    discriminator's sha256); a non-empty dict is recorded in the run's
+    settings (so a resume must agree with it) and its hash ends the run's
+    default name.
     """
 
     defaults: ClassVar[dict]
@@ -138,28 +159,28 @@ class Filter(Protocol):
     def judge(self, items: list[GenerationItem], outputs: list[np.ndarray], nonfinite: list[bool]) -> list[Verdict]: ...
 
 
-def coerce_setting(value: Any, default: Any):
-    """A setting typed on the command line (a string) parsed like YAML when the default is not a string."""
-    if isinstance(value, str) and not isinstance(default, str):
-        import yaml
+def coerce_setting(value: Any, default: Any, setting=None):
+    """A setting typed on the command line (a string) parsed like YAML, unless the setting takes a string."""
+    from reidkit.contracts import coerce_value
 
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    return value
+    return coerce_value(value, setting, default)
 
 
 def resolve_settings(kind: str, name: str, cls, overrides: dict | None) -> dict:
-    """The plugin's defaults updated by ``overrides``; an unknown key is a one-line error."""
+    """The plugin's defaults updated by ``overrides``, each checked against the plugin's declared (or inferred)
+    settings: an unknown key or a value of the wrong type, range or choice is a one-line error."""
+    from reidkit.contracts import check_setting, settings_of
+
     defaults = dict(getattr(cls, "defaults", {}) or {})
+    declared = settings_of(cls)
     settings = dict(defaults)
     for key, value in (overrides or {}).items():
         key = key.replace("-", "_")
         if key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
             raise PluginError(f"{kind} '{name}' has no setting '{key}' (settings: {known})")
-        settings[key] = coerce_setting(value, defaults[key])
+        settings[key] = coerce_setting(value, defaults[key], declared.get(key))
+        check_setting(kind, name, cls, key, settings[key])
     return settings
 
 

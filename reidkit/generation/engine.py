@@ -13,9 +13,10 @@ import time
 import numpy as np
 
 from reidkit._version import __version__
+from reidkit.contracts import CONTRACTS, Setting, check_value
 from reidkit.errors import ReidkitError
 from reidkit.generation import seeding
-from reidkit.generation.bank import ensure_bank, outfit_key
+from reidkit.generation.bank import bank_exists, ensure_bank, outfit_key
 from reidkit.generation.contracts import GenerationItem, Verdict, parse_plugin_spec, resolve_settings
 from reidkit.generation.devices import check_device
 from reidkit.generation.masking import ensure_masks, mask_set_name, masker_plugin
@@ -25,6 +26,9 @@ from reidkit.store.lock import one_writer_per_run_shard
 from reidkit.store.imagecodec import encode_png
 from reidkit.store.runs import KIND as RUN_KIND
 from reidkit.store.runs import GeneratedRun
+
+# the optional members each kind may have, with what the engine assumes when a plugin leaves one out
+GENERATOR, PROMPTS, MASKER, FILTER = (CONTRACTS[k] for k in ("generators", "prompt_sources", "maskers", "filters"))
 
 # part.json keys that must agree for a rerun (or another shard) to add to an existing run
 MATCHED = ("settings",)
@@ -54,6 +58,27 @@ def default_run_name(generator: str, split: str, variants: int, seed: int) -> st
     return f"{generator}-{split}-k{variants}-s{seed}"
 
 
+# run_expand's own settings as a config file or $REIDKIT_CONFIG gives them (flags are typed by click); shard
+# is "I/N" there (a library caller may pass (I, N)), filters a list of "NAME[:k=v]" or {name: NAME, k: v}
+RUN_SETTINGS = {
+    "generator": Setting(str), "prompts": Setting(str, nullable=True), "masker": Setting(str, nullable=True),
+    "variants": Setting(int, min=1), "seed": Setting(int, min=0), "name": Setting(str, nullable=True),
+    "split": Setting(str), "batch_size": Setting(int, min=1), "chunk_size": Setting(int, min=1),
+    "shard": Setting(str, nullable=True), "filters": Setting(list, nullable=True),
+    "generator_settings": Setting(dict, nullable=True), "prompt_settings": Setting(dict, nullable=True),
+    "masker_settings": Setting(dict, nullable=True), "device": Setting(str, nullable=True),
+    "limit": Setting(int, min=1, nullable=True),
+}
+
+
+def check_run_settings(settings: dict, where: str) -> None:
+    """Each of ``settings`` that is a run_expand setting checked for type and range: one line naming it and ``where``."""
+    for key, value in settings.items():
+        if key == "shard" and isinstance(value, (tuple, list)):  # the library's (I, N); parse_shard checks it
+            continue
+        check_value(where, key, RUN_SETTINGS.get(key), value)
+
+
 # what --masker / --prompts are when neither the user nor the generator names one
 FALLBACK_MASKER, FALLBACK_PROMPTS = "store", "templates"
 
@@ -62,7 +87,7 @@ def plugin_choice(given: str | None, gen_cls, generator: str, attribute: str, fa
     """(plugin name, where it came from): the user's, else the generator's ``default_masker`` / ``default_prompts``, else ``fallback``."""
     if given:
         return given, "given"
-    declared = getattr(gen_cls, attribute, None)
+    declared = GENERATOR.optional_member(gen_cls, attribute)
     if declared:
         return str(declared), f"{generator}'s default"
     return fallback, "default"
@@ -95,6 +120,11 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     needs none) and chosen_by (for masker and prompts: "given", "default",
     or "GENERATOR's default").
     """
+    check_run_settings({"generator": generator, "prompts": prompts, "masker": masker, "variants": variants, "seed": seed,
+                        "name": name, "split": split, "batch_size": batch_size, "chunk_size": chunk_size,
+                        "filters": list(filters) if isinstance(filters, tuple) else filters, "limit": limit,
+                        "generator_settings": generator_settings, "prompt_settings": prompt_settings,
+                        "masker_settings": masker_settings}, "expand")
     check_device(device)  # before any model loads or anything is written
     store = open_store(store_path)
     shard = seeding.parse_shard(shard) if isinstance(shard, str) else shard
@@ -111,19 +141,33 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
         fname, fover = parse_plugin_spec(spec, "--filter")
         fcls, fsettings = _plugin("filters", "filter", fname, fover)
         filter_specs.append((fname, fcls, fsettings))
-    needs_masks = bool(getattr(gen_cls, "needs_masks", True))
-    if needs_masks:
-        _, mask_settings = masker_plugin(masker, masker_settings)
-    else:
-        mask_settings = {}
+    needs_masks = bool(GENERATOR.optional_member(gen_cls, "needs_masks"))
+    mask_cls, mask_settings = masker_plugin(masker, masker_settings) if needs_masks else (None, {})
 
     source_idx, keys = plan_items(store, split, variants, limit)
+    dev = device or "auto"
+    # each plugin's own look at its input (a missing file, mask set or checkpoint): before anything is written
     gen, planned = None, None
-    if hasattr(gen_cls, "plan"):  # a generator with its own work units (e.g. identity x N images) lists the run's items
-        gen = gen_cls(gen_settings, device or "auto")
+    if GENERATOR.has(gen_cls, "check") or GENERATOR.has(gen_cls, "plan"):
+        gen = gen_cls(gen_settings, dev)
+        GENERATOR.optional_member(gen, "check")(store)
+    filter_instances = []
+    for fname, fcls, fsettings in filter_specs:
+        f = fcls(fsettings, dev, store)  # constructors load nothing
+        for attr, obj in ((filter_objects or {}).get(fname) or {}).items():
+            setattr(f, attr, obj)
+        FILTER.optional_member(f, "check")(store)
+        filter_instances.append((fname, f))
+    if needs_masks and MASKER.has(mask_cls, "check"):
+        MASKER.optional_member(mask_cls(mask_settings, dev), "check")(store)
+    if not GENERATOR.has(gen_cls, "plan") and PROMPTS.has(src_cls, "check") and not bank_exists(store, prompts, src_settings):
+        PROMPTS.optional_member(src_cls(src_settings, dev), "check")(store)
+    if GENERATOR.has(gen_cls, "plan"):  # a generator with its own work units (e.g. identity x N images) lists the run's items
         planned = {(int(p.source_index), int(p.variant)): p for p in gen.plan(store, source_idx, int(seed), seeding.item_seed)}
         keys = list(planned)
-    run_name = name or default_run_name(generator, split, variants, seed)
+    # a generator may record more than its settings (dlcr: a discriminator's sha256); the default name then carries a hash of it
+    provenance = GENERATOR.optional_member(gen_cls, "provenance")(gen_settings)
+    run_name = name or default_run_name(generator, split, variants, seed) + (f"-{_digest(provenance)}" if provenance else "")
     recorded = {
         "generator": generator,
         "generator_settings": gen_settings,
@@ -140,6 +184,8 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
         "limit": limit,
         "filters": [{"name": f, "settings": _jsonable(s)} for f, _, s in filter_specs],
     }
+    if provenance:  # only then: plain runs keep the record (and so the resume check) they always had
+        recorded["generator_provenance"] = _jsonable(provenance)
     info = {
         "generator": generator,
         "model_id": gen_settings.get("model"),
@@ -176,23 +222,18 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
         summary["pass_rates"] = run_pass_rates(run_dir, store, filter_specs, device or "auto")
         return summary
 
-    dev = device or "auto"
-    bank = None if planned is not None else ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
     mask_set = None
-    if needs_masks:
+    if needs_masks and MASKER.has(mask_cls, "existing"):  # existing masks write nothing: checked before the bank is built
+        mask_set = ensure_masks(store, masker, mask_settings, sorted({i for i, _ in todo}), device=dev,
+                                batch_size=batch_size, tag=tag, show_progress=show_progress)
+    bank = None if planned is not None else ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
+    if needs_masks and mask_set is None:
         mask_set = ensure_masks(store, masker, mask_settings, sorted({i for i, _ in todo}), device=dev,
                                 batch_size=batch_size, tag=tag, show_progress=show_progress)
     gen = gen or gen_cls(gen_settings, dev)
-    if hasattr(gen, "load"):  # model loading is not generation time (and fails before any progress bar)
-        gen.load()
-    filter_instances = []
-    for fname, fcls, fsettings in filter_specs:
-        f = fcls(fsettings, dev, store)
-        for attr, obj in ((filter_objects or {}).get(fname) or {}).items():
-            setattr(f, attr, obj)
-        if hasattr(f, "load"):  # models load before timing starts
-            f.load()
-        filter_instances.append((fname, f))
+    GENERATOR.optional_member(gen, "load")()  # model loading is not generation time (and fails before any progress bar)
+    for _, f in filter_instances:
+        FILTER.optional_member(f, "load")()  # models load before timing starts
 
     context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
     made_by = {"shard": summary["shard"], "device": str(getattr(gen, "device", dev)), "batch_size": int(batch_size),
@@ -227,7 +268,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
 
 def run_pass_rates(run_dir, store, filter_specs, device) -> dict:
     """Each reporting filter's pass rates over every published item of the run (all shards, all sessions)."""
-    reporting = [(fname, fcls, fs) for fname, fcls, fs in filter_specs if hasattr(fcls, "pass_rates")]
+    reporting = [(fname, fcls, fs) for fname, fcls, fs in filter_specs if FILTER.has(fcls, "pass_rates")]
     run = GeneratedRun(run_dir, store)
     if not reporting or not run.files:
         return {}
@@ -238,6 +279,12 @@ def run_pass_rates(run_dir, store, filter_specs, device) -> dict:
         own = [{k[len(prefix):]: v for k, v in sc.items() if k.startswith(prefix)} for sc in stored]
         rates[fname] = fcls(fsettings, device, store).pass_rates(own)  # constructors load nothing
     return rates
+
+
+def _digest(data: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _jsonable(settings: dict) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidkit.contracts import CONTRACTS
 from reidkit.errors import ReidkitError
 from reidkit.generation.contracts import resolve_settings
 from reidkit.generation.parts import open_part, settings_name
@@ -26,7 +27,7 @@ def masker_plugin(name: str, overrides: dict | None):
 def mask_set_name(masker: str, overrides: dict | None) -> str:
     """Name of the mask set a masker with these settings computes (``--masker store --mask-set set=NAME`` reads any)."""
     cls, settings = masker_plugin(masker, overrides)
-    if getattr(cls, "existing", None) is not None:
+    if CONTRACTS["maskers"].has(cls, "existing"):
         return settings.get("set", masker)
     return settings_name(masker, settings, dict(getattr(cls, "defaults", {})))
 
@@ -36,8 +37,7 @@ def ensure_masks(store, masker: str, overrides: dict | None, indices, *, device:
     """A MaskSet covering ``indices``: computed (and stored) where missing."""
     cls, settings = masker_plugin(masker, overrides)
     indices = np.unique(np.asarray(indices, dtype=np.int64))
-    existing = getattr(cls, "existing", None)
-    if existing is not None:
+    if CONTRACTS["maskers"].has(cls, "existing"):
         mask_set = cls(settings, device).existing(store)
         missing = [i for i in indices.tolist() if i not in mask_set]
         if missing:

@@ -2,7 +2,12 @@
 
 Plugins register *factories* (usually classes) through ``register_backbones``
 and ``register_strategies``; the engine calls them with settings dictionaries.
-Torch is only needed once a factory is called.
+Torch is only needed once a factory is called. A strategy class missing one of
+the required methods below is refused at registration
+(``reidkit.contracts.CONTRACTS["strategies"]``); the engine reads the optional
+ones only through that contract, which also states what their absence means.
+A strategy may declare its settings' types, ranges and help in
+``settings_spec`` (``reidkit.contracts.Setting``), shown by ``reidkit plugins``.
 """
 from __future__ import annotations
 
@@ -53,6 +58,11 @@ class Strategy(Protocol):
     - ``auxiliary_losses(outputs, batch, epoch)`` -> ``{name: loss}``: each is
       stepped on the separate optimiser of the same name, before ``loss`` is
       computed, so ``loss`` sees the updated parameters (CAL's order).
+    - ``on_checkpoint(out, model, config, epoch)``: called after each saved
+      checkpoint (pretrain exports its backbone).
+    - ``defaults_for(base)`` (static) and ``needs_generated`` (class attribute):
+      defaults that depend on a base strategy, and whether ``--generated`` is
+      required (progressive).
     """
 
     defaults: dict

@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 from reidkit._version import __version__
+from reidkit.contracts import CONTRACTS
 from reidkit.errors import ReidkitError
 from reidkit.training import checkpoint as ckpt
 from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES
 from reidkit.training.data import IdentityBatchSampler, TrainDataset, build_items
 from reidkit.training.distributed import barrier, setup, teardown
+
+STRATEGY = CONTRACTS["strategies"]  # the optional strategy methods, with what a strategy without them means
 
 
 def _amp_dtype(amp: str, device: str):
@@ -122,7 +125,7 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
 
             load_init(model.backbone, config["init_from"])
         model.to(ctx.device)
-        separate = getattr(strategy, "separate_optimizers", lambda heads: {})(model.heads)
+        separate = STRATEGY.optional_member(strategy, "separate_optimizers")(model.heads)
         held = {id(p) for group in separate.values() for p in group["params"]}
         params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
         optimizer = torch.optim.Adam(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
@@ -222,8 +225,7 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             if ctx.main and (last or (epoch + 1) % int(config["checkpoint_every"]) == 0):
                 ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch,
                                      extra={"side_optimizers": {n: o.state_dict() for n, o in side_optimizers.items()}})
-                if hasattr(strategy, "on_checkpoint"):  # e.g. pretrain exports its backbone
-                    strategy.on_checkpoint(out, model, config, epoch)
+                STRATEGY.optional_member(strategy, "on_checkpoint")(out, model, config, epoch)  # e.g. pretrain exports its backbone
             barrier(ctx)
             summary = {**row, "epochs_run": summary["epochs_run"] + 1, "checksum": checksum}
         return summary
@@ -238,7 +240,7 @@ def _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, e
     """
     import torch
 
-    losses = getattr(strategy, "auxiliary_losses", lambda *a: {})(outputs, batch, epoch)
+    losses = STRATEGY.optional_member(strategy, "auxiliary_losses")(outputs, batch, epoch)
     parts = {}
     for name, loss in losses.items():
         if not torch.isfinite(loss):

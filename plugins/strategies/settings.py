@@ -1,0 +1,43 @@
+"""Declarations (type, range, help) of the built-in strategies' settings, shown by ``reidkit plugins strategies``.
+
+Training checks the values itself before a run folder is written
+(reidkit.training.config.validate_config, with the same ranges); these
+declarations describe them and must fit each strategy's defaults, which
+registration checks.
+"""
+from reidkit.contracts import Setting
+
+SETTINGS = {
+    "epochs": Setting(int, "training epochs", min=1),
+    "lr": Setting(float, "base learning rate (Adam)", min=0),
+    "weight_decay": Setting(float, "Adam weight decay", min=0),
+    "warmup_epochs": Setting(int, "linear warm-up epochs", min=0),
+    "warmup_factor": Setting(float, "learning-rate factor at the start of the warm-up", min=0, min_open=True, max=1),
+    "milestones": Setting(list, "0-based epochs where the learning rate is multiplied by gamma", item=int, min=0),
+    "gamma": Setting(float, "learning-rate factor at each milestone", min=0, min_open=True),
+    "ids_per_batch": Setting(int, "P: persons per batch", min=2),
+    "images_per_id": Setting(int, "K: images per person in a batch", min=1),
+    "height": Setting(int, "input image height in pixels", min=8),
+    "width": Setting(int, "input image width in pixels", min=8),
+    "label_smoothing": Setting(float, "label smoothing of the identity cross-entropy", min=0, max=1, max_open=True),
+    "triplet_margin": Setting(float, "batch-hard triplet margin", min=0),
+    "triplet_weight": Setting(float, "weight of the triplet loss (0: none)", min=0),
+    "augment": Setting(dict, "training augmentation (docs/training.md)"),
+    "classifier_bias": Setting(bool, "identity classifier with a bias"),
+    "backbone": Setting(dict, "backbone plugin and its settings (docs/training.md)"),
+    "clothes_scale": Setting(float, "scale of the cosine clothes classifier", min=0, min_open=True),
+    "cal_epsilon": Setting(float, "label smoothing of the CAL loss", min=0, max=1, max_open=True),
+    "adversarial_start_epoch": Setting(int, "0-based epoch the CAL loss starts", min=0),
+    "clothes_start_epoch": Setting(int, "0-based epoch the clothes classifier starts training", min=0),
+    "clothes_lr": Setting(float, "the clothes classifier's own Adam rate (null: lr)", min=0, nullable=True),
+    "clothes_weight_decay": Setting(float, "the clothes classifier's weight decay (null: weight_decay)", min=0, nullable=True),
+    "base": Setting(str, "strategy progressive builds on", choices=("cal", "baseline")),
+    "progress_epochs": Setting(list, "0-based epochs where the variant pool grows", item=int, min=0),
+    "progress_fractions": Setting(list, "share of the variants drawn from, before and after each progress epoch",
+                                  item=float, min=0, min_open=True, max=1),
+}
+
+
+def spec_for(defaults: dict) -> dict:
+    """The declarations of the keys a strategy's ``defaults`` has."""
+    return {key: SETTINGS[key] for key in defaults if key in SETTINGS}
