@@ -37,3 +37,24 @@ def test_adapt_json_is_the_info_summary(tmp_path):
     written = json.loads(result.stdout)  # progress and messages went to stderr
     assert written == json.loads(run_cli("info", out, "--json").stdout)
     assert written["settings"]["ids"] == 4 and "as_json" not in written["settings"]
+
+
+def test_mask_and_train_json(tmp_path):
+    store = make_world(tmp_path / "w.h5", ids=4, cameras=2, extra=("--height", "64", "--width", "32"))
+    masked = run_cli("mask", store, "--masker", "heuristic", "--json")
+    assert masked.exit_code == 0, masked.output
+    m = json.loads(masked.stdout)
+    from reidkit import open_store
+
+    opened = open_store(store)
+    assert m["mask_set"] == "heuristic" and m["images"] == m["covered"] == len(opened.split("train"))
+    assert set(m["clothing"]) <= set(m["labels"]) and 0 < m["clothing_share"] < 1
+    trained = run_cli("train", store, "--out", tmp_path / "run", "--weights", "none", "--backbone", "resnet10t", "--height", "64",
+                      "--width", "32", "--batch", "2,2", "--epochs", "1", "--device", "cpu", "--num-workers", "0",
+                      "--steps-per-epoch", "1", "--json")
+    assert trained.exit_code == 0, trained.output
+    t = json.loads(trained.stdout)
+    last = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header, row = last[0].split(","), last[-1].split(",")
+    assert t["out"] == str(tmp_path / "run") and t["epoch"] == 1 and t["epochs"] == 1
+    assert abs(t["id"] - float(row[header.index("id")])) < 1e-6  # the log's last row

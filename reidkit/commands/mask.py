@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from reidkit.json_output import emit, json_option, say
+
 
 @click.command()
 @click.argument("store", type=click.Path(path_type=Path))
@@ -15,7 +17,8 @@ import click
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N images of each split.")
-def mask(store, masker, mask_sets, name, splits, batch_size, device, limit):
+@json_option
+def mask(store, masker, mask_sets, name, splits, batch_size, device, limit, as_json):
     """Label clothing pixels of STORE's images with MASKER; resumable, computed once.
 
     `reidkit expand --masker NAME` uses these masks (and computes missing ones itself).
@@ -36,5 +39,8 @@ def mask(store, masker, mask_sets, name, splits, batch_size, device, limit):
                         batch_size=batch_size, mask_name=name)
     covered = sum(int(i) in mask_set for i in np.unique(indices))
     share = np.mean([mask_set.clothing_mask(i).mean() for i in np.unique(indices)[:: max(1, len(indices) // 50)]])
-    click.echo(f"mask set '{mask_set.name}': {covered}/{len(np.unique(indices))} images covered, "
-               f"clothing labels {', '.join(mask_set.clothing)}; clothing covers {share:.1%} of pixels on average")
+    say(f"mask set '{mask_set.name}': {covered}/{len(np.unique(indices))} images covered, "
+        f"clothing labels {', '.join(mask_set.clothing)}; clothing covers {share:.1%} of pixels on average", as_json)
+    if as_json:
+        emit({"mask_set": mask_set.name, "masker": masker, "images": int(len(np.unique(indices))), "covered": int(covered),
+              "labels": list(mask_set.labels), "clothing": list(mask_set.clothing), "clothing_share": float(share)})

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from reidkit.json_output import emit, json_option, say
+
 from reidkit.errors import ReidkitError
 
 
@@ -55,8 +57,9 @@ def parse_batch(value):
               help="Cap batches per epoch (quick runs). [default: no cap: every batch of the epoch]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped "
                                           "(alone with --out: with the run's own settings). [default: off]")
+@json_option
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
-          images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume):
+          images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume, as_json):
     """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
@@ -109,9 +112,11 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     summary = run_training(store, config, out, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports for everyone
+    if as_json:  # the last epoch's log.csv row, plus where the run is
+        emit({"out": str(out), "epochs": int(config["epochs"]), **{k: v for k, v in summary.items() if k != "checksum"}})
     if summary.get("epochs_run", 0) == 0:
-        click.echo(f"{out}: already trained for {config['epochs']} epochs (raise --epochs to continue)")
+        say(f"{out}: already trained for {config['epochs']} epochs (raise --epochs to continue)", as_json)
         return
     shown = {k: v for k, v in summary.items() if k not in ("checksum",)}
-    click.echo(f"trained {out} to epoch {summary['epoch']}: " + ", ".join(f"{k} {v}" for k, v in shown.items() if k != "epoch"))
-    click.echo(f"evaluate: reidkit eval {store} --checkpoint {out}")
+    say(f"trained {out} to epoch {summary['epoch']}: " + ", ".join(f"{k} {v}" for k, v in shown.items() if k != "epoch"), as_json)
+    say(f"evaluate: reidkit eval {store} --checkpoint {out}", as_json)
