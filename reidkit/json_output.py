@@ -5,7 +5,7 @@ import json
 
 import click
 
-JSON_HELP = "Print the result as one JSON object on stdout (keys: docs/cli.md)."
+JSON_HELP = "Print the result as one JSON object on stdout (keys: docs/cli.md). [default: off]"
 
 
 def json_option(f):

@@ -53,7 +53,7 @@ LOG_COLUMNS = ("epoch", "steps", "train_loss", "train_acc", "heldout_loss", "hel
                "heldout_acc_generated", "heldout_acc_t_le_threshold", "heldout_acc_t_gt_threshold")
 REAL, GENERATED = 1.0, 0.0
 _SPLIT_STREAM, _EPOCH_STREAM, _EVAL_STREAM, _INIT_STREAM = 2, 3, 4, 5
-CHECKPOINTS, LOG_FILE, STATE_FILE = "checkpoints", "log.csv", "state.pt"
+LOG_FILE, STATE_FILE = "log.csv", "state.pt"
 
 
 def resolve_settings(overrides: dict | None) -> dict:
@@ -275,33 +275,23 @@ def _log_text(rows: list[dict]) -> str:
 
 
 def _publish_checkpoint(out: Path, epoch: int, weights: dict, state: dict, meta: dict, log: str, keep: int = 2):
-    """checkpoints/epoch-NNNN/{discriminator.safetensors, state.pt, log.csv}, built hidden and renamed into place whole."""
+    """checkpoints/epoch-NNNN/{discriminator.safetensors, state.pt, log.csv}, published whole as training's are."""
     import torch
 
-    from reidkit.training.checkpoint import safetensors_bytes
+    from reidkit.training.checkpoint import publish_epoch, safetensors_bytes
 
-    root = out / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch + 1:04d}"
-    partial = root / f".{final.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)  # left by a kill: never read
-    partial.mkdir()
-    (partial / WEIGHTS_FILE).write_bytes(safetensors_bytes(weights, meta))
-    torch.save(state, partial / STATE_FILE)
-    (partial / LOG_FILE).write_text(log)
-    for f in list(partial.iterdir()) + [partial]:
-        atomic.fsync_path(f)
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
-    atomic.fsync_path(root)
-    for old in sorted(d for d in root.iterdir() if d.name.startswith("epoch-"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    def write(folder: Path):
+        (folder / WEIGHTS_FILE).write_bytes(safetensors_bytes(weights, meta))
+        torch.save(state, folder / STATE_FILE)
+        (folder / LOG_FILE).write_text(log)
+
+    publish_epoch(out, epoch, write, keep)
 
 
 def _latest_checkpoint(out: Path):
-    root = out / CHECKPOINTS
-    found = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("epoch-")) if root.is_dir() else []
+    from reidkit.training.checkpoint import checkpoint_dirs
+
+    found = checkpoint_dirs(out)
     return found[-1] if found else None
 
 

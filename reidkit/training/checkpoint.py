@@ -80,40 +80,53 @@ def latest_checkpoint(out: Path) -> Path | None:
     return out if (out / STATE_FILE).is_file() and (out / MODEL_FILE).is_file() else None
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None, keep: int = 2):
-    """Publish weights + training state + log as one unit: built in a hidden folder, renamed into place whole.
-
-    The previous checkpoint stays until the new one is complete, so a kill at any moment leaves a resumable run;
-    ``model.safetensors`` at the top (what eval and inference read) is then replaced atomically.
-    """
+def publish_epoch(out: Path, epoch: int, write, keep: int = 2) -> Path:
+    """``out/checkpoints/epoch-NNNN`` (epoch 0-based, named 1-based) as one unit: ``write(folder)`` fills a hidden
+    folder, which is fsynced and renamed into place whole; the previous one stays until then, the last ``keep`` remain."""
     import shutil
 
-    import torch
-
-    out = Path(out)
-    root = out / CHECKPOINTS
+    root = Path(out) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch + 1:04d}"
     partial = root / f".{final.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # left by a kill: never read
     partial.mkdir()
-    weights = model_state(model)
-    metadata = {"epoch": str(epoch), "format": "reidkit"}
-    (partial / MODEL_FILE).write_bytes(safetensors_bytes(weights, metadata))
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), **(extra or {})}
-    torch.save(state, partial / STATE_FILE)
-    if (out / LOG_FILE).is_file():
-        shutil.copy2(out / LOG_FILE, partial / LOG_FILE)  # the log as of this checkpoint: restored on resume
+    write(partial)
     for f in list(partial.iterdir()) + [partial]:
         atomic.fsync_path(f)
     if final.exists():
         shutil.rmtree(final)  # the same epoch again (a resumed run redoing it): the new one wins
     partial.rename(final)
     atomic.fsync_path(root)
-    write_safetensors(out / MODEL_FILE, weights, metadata)
     for old in checkpoint_dirs(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None, keep: int = 2):
+    """Publish weights + training state + log as one unit (``publish_epoch``).
+
+    A kill at any moment leaves a resumable run; ``model.safetensors`` at the top (what eval and inference read)
+    is then replaced atomically.
+    """
+    import shutil
+
+    import torch
+
+    out = Path(out)
+    weights = model_state(model)
+    metadata = {"epoch": str(epoch), "format": "reidkit"}
+
+    def write(folder: Path):
+        (folder / MODEL_FILE).write_bytes(safetensors_bytes(weights, metadata))
+        state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), **(extra or {})}
+        torch.save(state, folder / STATE_FILE)
+        if (out / LOG_FILE).is_file():
+            shutil.copy2(out / LOG_FILE, folder / LOG_FILE)  # the log as of this checkpoint: restored on resume
+
+    publish_epoch(out, epoch, write, keep)
+    write_safetensors(out / MODEL_FILE, weights, metadata)
     for legacy in (out / STATE_FILE,):  # a run from before checkpoint folders: its pair is superseded
         legacy.unlink(missing_ok=True)
 
