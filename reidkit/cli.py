@@ -26,6 +26,7 @@ BUILTIN_COMMANDS = {
     "pretrain-store": ("reidkit.commands.pretrain_store", "pretrain_store", "Build a pre-training store from generated runs (leakage-guarded)."),
     "demo": ("reidkit.commands.demo", "demo", "Run the whole story on the synthetic world, no downloads."),
     "export": ("reidkit.commands.export", "export", "Export a trained run's feature extractor (ONNX)."),
+    "compact": ("reidkit.commands.compact", "compact", "Rewrite a finished generated run into one chunk file (atomic)."),
     "report": ("reidkit.commands.report", "report", "One HTML page per training run (or comparing runs): curves, results, images."),
 }
 

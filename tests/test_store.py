@@ -148,3 +148,66 @@ def test_skipped_items_and_settings_are_json(world):
     with h5py.File(world, "r") as h5:
         json.loads(h5.attrs["protocols"])
         assert set(h5.keys()) >= {"images", "splits", "masks", "prompts", "runs"}
+
+
+def _many_chunks(store_path, name, n=12):
+    store = reidkit.open_store(store_path)
+    d = chunks.create_part(store, "runs", name, {"generator": "none", "settings": {}})
+    for c in range(n):
+        chunks.write_chunk(d, "t", {"image": [bytes([c, j]) for j in range(c % 3 + 1)], "source_index": [c] * (c % 3 + 1),
+                                    "variant": list(range(c % 3 + 1))})
+    return d
+
+
+def _open_fds():
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_open_chunk_handles_are_bounded_and_reopen_after_pickle(world, monkeypatch):
+    import pickle
+
+    _many_chunks(world, "lru")
+    monkeypatch.setenv("REIDKIT_OPEN_CHUNKS", "3")
+    run = reidkit.open_store(world).run("lru")
+    fds = _open_fds()
+    expected = [bytes([c, j]) for c in range(12) for j in range(c % 3 + 1)]
+    assert [run.image_bytes(i) for i in range(len(run))] == expected
+    assert len(run._handles) == 3 and _open_fds() <= fds + 3  # not one per chunk
+    assert [run.image_bytes(i) for i in reversed(range(len(run)))] == expected[::-1]
+    clone = pickle.loads(pickle.dumps(run))  # what a DataLoader worker gets: no handles, reopened on use
+    assert len(clone._handles) == 0 and clone.image_bytes(5) == expected[5]
+    monkeypatch.setenv("REIDKIT_OPEN_CHUNKS", "many")
+    with pytest.raises(StoreError, match="REIDKIT_OPEN_CHUNKS must be a whole number"):
+        reidkit.open_store(world).run("lru").image_bytes(0)
+
+
+def test_item_counts_come_from_the_index_without_opening_chunks(world, monkeypatch):
+    d = _many_chunks(world, "indexed")
+    lines = (d / chunks.INDEX_NAME).read_text().splitlines()
+    assert len(lines) == 12  # one line appended per published chunk
+    monkeypatch.setattr(chunks, "chunk_items", lambda path: pytest.fail(f"opened {path} to count its items"))
+    run = reidkit.open_store(world).run("indexed")
+    assert len(run) == sum(c % 3 + 1 for c in range(12))
+
+
+def test_part_without_index_is_read_without_writing_and_a_writer_indexes_it(world, monkeypatch):
+    d = _many_chunks(world, "old")
+    (d / chunks.INDEX_NAME).unlink()  # a part written before the index existed
+    (d / "chunks" / "t-000004.h5").touch()  # and a stale record would be caught by its mtime
+    opened = []
+    real = chunks.chunk_items
+    monkeypatch.setattr(chunks, "chunk_items", lambda path: opened.append(path) or real(path))
+    run = reidkit.open_store(world).run("old")
+    assert len(run) == 24 and len(opened) == 12
+    assert not (d / chunks.INDEX_NAME).exists()  # a reader never writes to the store it reads
+    chunks.write_chunk(d, "t", {"image": [b"z"], "source_index": [99], "variant": [0]})  # a writer indexes it all
+    assert len((d / chunks.INDEX_NAME).read_text().splitlines()) == 13
+    opened.clear()
+    (d / "chunks" / "t-000004.h5").touch()  # changed since indexed: opened again, the rest not
+    assert len(reidkit.open_store(world).run("old")) == 25 and [p.name for p in opened] == ["t-000004.h5"]
+    with (d / chunks.INDEX_NAME).open("a") as f:
+        f.write('{"chunk": "t-0000')  # a writer killed mid-append: the torn line is skipped
+    opened.clear()
+    assert len(reidkit.open_store(world).run("old")) == 25 and [p.name for p in opened] == ["t-000004.h5"]
