@@ -369,7 +369,7 @@ def test_mask_command_checks_settings_before_anything_is_written(world, tmp_path
 @pytest.mark.parametrize("yaml_text, message", [
     # issue 14: these failed with a TypeError naming neither key nor file
     ("variants: abc", "setting 'variants' must be an integer >= 1, got 'abc'"),
-    ("batch_size: [1, 2]", "setting 'batch_size' must be an integer >= 1, got [1, 2]"),
+    ("batch_size: [1, 2]", "setting 'batch_size' must be an integer >= 1 (or null), got [1, 2]"),
     ("seed: x", "setting 'seed' must be an integer >= 0, got 'x'"),
     ("limit: 0", "setting 'limit' must be an integer >= 1 (or null), got 0"),
     ("filters: 3", "setting 'filters' must be a list (or null), got 3"),

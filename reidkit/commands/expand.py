@@ -95,7 +95,9 @@ def _with_user_plugin_settings(settings: dict, per_plugin: dict) -> dict:
 @click.option("--seed", type=int, help="Run seed: every item's seed and target outfit derive from it. [default: 0]")
 @click.option("--name", help="Run name. [default: GENERATOR-SPLIT-kK-sSEED]")
 @click.option("--split", help="Split to expand: train, or query for test-time refinement. [default: train]")
-@click.option("--batch-size", type=click.IntRange(1), help="Images per generator call. [default: 8]")
+@click.option("--batch-size", type=click.IntRange(1),
+              help="Images per generator call: the run's items in fixed groups of this size, recorded with the run, so "
+                   "shards and resumed runs give the same bytes. [default: the run's own, else 8]")
 @click.option("--chunk-size", type=click.IntRange(1), help="Items per published chunk (the resume granularity). [default: 64]")
 @click.option("--shard", help="Make only the I-th of N disjoint parts (I/N). Default: the launcher's RANK/WORLD_SIZE, else all.")
 @click.option("--filter", "filters", multiple=True, help="Filter NAME[:key=value,...] (repeatable), e.g. sanity, reid-confidence:tau=0.5.")
@@ -133,7 +135,7 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
 
     # built-in defaults < $REIDKIT_CONFIG's expand: section < --config < flags; masker and prompts left unset
     # here are the generator's own (dlcr: parser, llava-llama), else store and templates (run_expand decides)
-    settings = {"generator": "recolor", "variants": 10, "seed": 0, "split": "train", "batch_size": 8, "chunk_size": 64,
+    settings = {"generator": "recolor", "variants": 10, "seed": 0, "split": "train", "batch_size": None, "chunk_size": 64,
                 "device": "auto"}
     user, user_per_plugin = split_per_plugin(user_settings("expand", CONFIG_KEYS))
     if user:

@@ -63,7 +63,7 @@ def default_run_name(generator: str, split: str, variants: int, seed: int) -> st
 RUN_SETTINGS = {
     "generator": Setting(str), "prompts": Setting(str, nullable=True), "masker": Setting(str, nullable=True),
     "variants": Setting(int, min=1), "seed": Setting(int, min=0), "name": Setting(str, nullable=True),
-    "split": Setting(str), "batch_size": Setting(int, min=1), "chunk_size": Setting(int, min=1),
+    "split": Setting(str), "batch_size": Setting(int, min=1, nullable=True), "chunk_size": Setting(int, min=1),
     "shard": Setting(str, nullable=True), "filters": Setting(list, nullable=True),
     "generator_settings": Setting(dict, nullable=True), "prompt_settings": Setting(dict, nullable=True),
     "masker_settings": Setting(dict, nullable=True), "device": Setting(str, nullable=True),
@@ -96,7 +96,7 @@ def plugin_choice(given: str | None, gen_cls, generator: str, attribute: str, fa
 @one_writer_per_run_shard  # two expands of one run shard never interleave (reidkit/store/lock.py)
 def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = None, masker: str | None = None,
                variants: int = 10, seed: int = 0, name: str | None = None, split: str = "train",
-               batch_size: int = 8, chunk_size: int = 64, shard=None, filters=(),
+               batch_size: int | None = None, chunk_size: int = 64, shard=None, filters=(),
                generator_settings: dict | None = None, prompt_settings: dict | None = None,
                masker_settings: dict | None = None, device: str | None = "auto", limit: int | None = None,
                show_progress: bool = True, filter_objects: dict | None = None) -> dict:
@@ -208,8 +208,12 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     existing = (run_dir / "part.json").is_file()
     if existing:
         publish_run()
-    done = GeneratedRun(run_dir, store).done_keys() if existing else set()
-    mine = seeding.shard_items(keys, shard)
+    made = GeneratedRun(run_dir, store) if existing else None
+    batch_size = group_size(batch_size, made.info if made else {}, run_name)
+    info["group_size"] = batch_size  # recorded at creation: every shard and resume forms the same groups
+    done = made.done_keys() if made else set()
+    groups = seeding.shard_groups(seeding.item_groups(keys, batch_size), shard)
+    mine = [k for g in groups for k in g]
     todo = [k for k in mine if k not in done]
     summary = {"run": run_name, "path": str(run_dir), "planned": len(mine), "skipped": len(mine) - len(todo),
                "generated": 0, "kept": 0, "rejected": 0, "reject_reasons": {}, "seconds": 0.0, "images_per_s": 0.0,
@@ -244,11 +248,19 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     start = time.perf_counter()
     with progress_bar(len(todo) if show_progress else 0, f"expand {run_name}") as update:
         try:
-            for b in range(0, len(todo), batch_size):
-                items = [make_item(context, k) for k in todo[b : b + batch_size]]
-                outputs, nonfinite = _checked(gen.generate(items), items, generator)
-                verdicts = judge(filter_instances, items, outputs, nonfinite)
-                for item, out, verdict in zip(items, outputs, verdicts):
+            for group in groups:
+                wanted = [k not in done for k in group]
+                if not any(wanted):
+                    continue
+                # the whole group goes to the generator and the filters, also members already made (a resume
+                # mid-group): the same batch mates as in an uninterrupted run, so the same bytes
+                group_items = [make_item(context, k) for k in group]
+                outputs, nonfinite = _checked(gen.generate(group_items), group_items, generator)
+                verdicts = judge(filter_instances, group_items, outputs, nonfinite)
+                items = [it for it, w in zip(group_items, wanted) if w]
+                for item, out, verdict, w in zip(group_items, outputs, verdicts, wanted):
+                    if not w:
+                        continue
                     writer.add(item, out, verdict)
                     summary["generated"] += 1
                     summary["kept" if verdict.kept else "rejected"] += 1
@@ -279,6 +291,20 @@ def run_pass_rates(run_dir, store, filter_specs, device) -> dict:
         own = [{k[len(prefix):]: v for k, v in sc.items() if k.startswith(prefix)} for sc in stored]
         rates[fname] = fcls(fsettings, device, store).pass_rates(own)  # constructors load nothing
     return rates
+
+
+DEFAULT_GROUP_SIZE = 8  # images per generator call unless the run or the user says otherwise
+
+
+def group_size(asked: int | None, recorded: dict, run_name: str) -> int:
+    """Images per generator call: the run's recorded group size (fixed at its creation), else ``asked``, else 8."""
+    fixed = recorded.get("group_size")
+    if asked is None:
+        return int(fixed or DEFAULT_GROUP_SIZE)
+    if fixed is not None and int(asked) != int(fixed):
+        raise ReidkitError(f"run '{run_name}' is made in groups of {fixed} images; expected --batch-size {fixed} "
+                           f"(or none), got {asked}: a different size would change the bytes of its images")
+    return int(asked)
 
 
 def _digest(data: dict) -> str:

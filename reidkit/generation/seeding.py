@@ -63,6 +63,20 @@ def shard_items(keys: list[tuple[int, int]], shard: tuple[int, int] | None) -> l
     return [k for j, k in enumerate(keys) if j % n == i]
 
 
+def item_groups(keys: list, size: int) -> list[list]:
+    """The run's items in fixed groups of ``size`` by plan order: the generator always receives one whole group,
+    so an item's batch mates (and so its bytes) never depend on the shard, the resume point or what is already done."""
+    return [list(keys[j : j + size]) for j in range(0, len(keys), max(1, int(size)))]
+
+
+def shard_groups(groups: list[list], shard: tuple[int, int] | None) -> list[list]:
+    """Round-robin over whole groups (with groups of one: over items, as ``shard_items``)."""
+    if shard is None:
+        return list(groups)
+    i, n = shard
+    return [g for j, g in enumerate(groups) if j % n == i]
+
+
 def shard_tag(shard: tuple[int, int] | None) -> str:
     """Chunk-name tag: each shard publishes chunks under its own tag, so shards never collide."""
     return "all" if shard is None else f"shard{shard[0]}of{shard[1]}"
