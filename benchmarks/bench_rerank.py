@@ -1,14 +1,21 @@
-"""k-reciprocal re-ranking: reidkit's k-NN-list (sparse) version vs the standard dense implementation.
+"""k-reciprocal re-ranking: the k-NN pass (its cost at scale) old vs new, on two feature kinds; optionally the whole re-ranking.
 
-Market-1501 scale (3,368 x 15,913, random 2048-d features): both, in one run,
-with time, peak extra memory and the largest difference between their final
-distances (the dense reference is the authors' / torchreid's re_ranking, in
-float32, from tests/rerank_reference.py). MSMT17 scale (11,659 x 82,161): the
-dense version would need (Nq + Ng)^2 float32 matrices of 35 GB each, so only
-reidkit's runs, re-ranking and scoring query chunks without ever holding the
-full matrix.
+k-NN pass: every row's k1 + 1 nearest neighbours and maximum over the
+(Nq + Ng) x (Nq + Ng) distances, at MSMT17 scale (93,820 items) with random
+2048-d and clustered 256-d features (benchmarks/eval_features.py), one run.
+New: reidkit's pass (square blocks of the symmetric matrix, each computed once
+and used for its rows and, transposed, its columns' rows), run in full. Old: the
+previous pass (tall row blocks against all items, torch.topk per block), timed on
+its first --old-rows rows and extrapolated linearly (its cost is the same for
+every row block); the two agree on those rows' neighbour lists (checked in the run).
+Wall and CPU time (time.process_time) for both, and the ratio.
 
-    python benchmarks/bench_rerank.py --scale market --scale msmt
+--full also runs reidkit's whole re-ranking + scoring; --dense (Market scale only)
+also runs the dense reference (the authors' / torchreid's re_ranking, float32)
+and reports the largest difference of final distances. --device cuda runs the
+k-NN pass (and the distances) on the GPU.
+
+    python benchmarks/bench_rerank.py --scale msmt [--kind random --kind clustered] [--full] [--device cuda]
 """
 from __future__ import annotations
 
@@ -23,8 +30,59 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from bench_eval import SCALES, make_data  # noqa: E402
-from eval_measure import machine, measure  # noqa: E402
+from eval_features import KINDS, SCALES, make_data  # noqa: E402
+from eval_measure import Clock, machine, measure  # noqa: E402
+
+
+def old_knn_rows(computer, feats, k, n_rows, rows=None):
+    """The previous k-NN pass, on the first n_rows rows: (2^25 / N)-row blocks against all items (torch product), topk per block."""
+    import torch
+
+    from reidkit.evaluation.distance import rows_per_chunk
+
+    n = len(feats)
+    fetch = min(n, k + 8)  # its margin for ties at the k-th place
+    rows = rows or rows_per_chunk(n)
+    knn, row_max = [], []
+    for s in range(0, n_rows, rows):
+        with torch.no_grad():  # the previous DistanceComputer.block (cosine), unchanged
+            q = computer._prepare(feats[s : min(s + rows, n_rows)])
+            d = (q @ computer.gallery.T).neg_().add_(1.0).clamp_(0.0, 2.0)
+        d2 = d.numpy()
+        np.square(d2, out=d2)
+        vals, idx = torch.topk(torch.from_numpy(d2), fetch, dim=1, largest=False, sorted=True)
+        vals, idx = vals.numpy(), idx.numpy()
+        order = np.lexsort((idx, vals), axis=-1)
+        knn.append(np.take_along_axis(idx, order, axis=1)[:, :k])
+        row_max.append(d2.max(axis=1))
+    return np.concatenate(knn), np.concatenate(row_max)
+
+
+def bench_knn(q, g, old_rows, device="cpu", k=21):
+    import torch
+
+    from reidkit.evaluation.distance import DistanceComputer
+    from reidkit.evaluation.rerank import _knn_pass
+
+    feats = np.concatenate([q, g])
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    new_clock, old_clock, rec = Clock(), Clock(), {}
+    with measure(rec), new_clock:
+        knn, row_max = _knn_pass(DistanceComputer(feats, "cosine", device), feats, k,
+                                 progress=progress_printer(len(feats), "new k-NN pass"))
+        sync()
+    old_rows = min(old_rows, len(feats))
+    computer = DistanceComputer(feats, "cosine", "cpu")
+    with old_clock:
+        old_knn, old_max = old_knn_rows(computer, feats, k, old_rows)
+    factor = len(feats) / old_rows
+    old = {key: v * factor for key, v in old_clock.report().items()}
+    return {"items": len(feats), "dim": feats.shape[1],
+            "new": {**new_clock.report(), "peak_extra_gb": rec["peak_extra_gb"]},
+            "old": {**old, "measured_rows": old_rows, "measured": old_clock.report(), "extrapolated": old_rows < len(feats)},
+            "same_lists_on_old_rows": bool((old_knn == knn[:old_rows]).all()),
+            "max_rel_difference_row_max": float(np.abs(old_max / row_max[:old_rows] - 1).max()),
+            "speedup": {key: old[key] / new_clock.report()[key] for key in ("wall", "cpu")}}
 
 
 def progress_printer(total, label):
@@ -40,14 +98,14 @@ def progress_printer(total, label):
     return update
 
 
-def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, keep_matrix):
+def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix):
     from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator
     from reidkit.evaluation.rerank import KReciprocal
 
-    rec, out, blocks = {}, {}, []
-    with measure(rec):
+    rec, out, blocks, clock = {}, {}, [], Clock()
+    with measure(rec), clock:
         t0 = time.perf_counter()
-        rr = KReciprocal(q, g, 20, 6, 0.3, "cosine", progress=progress_printer(len(q) + len(g), "k-NN pass"))
+        rr = KReciprocal(q, g, 20, 6, 0.3, "cosine", device, progress=progress_printer(len(q) + len(g), "k-NN pass"))
         out["prepare_s"] = time.perf_counter() - t0
         out["v_entries_per_row"] = float(len(rr.v.data) / rr.n)
         scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
@@ -58,7 +116,7 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, keep_matrix):
                 blocks.append(block)
             report(len(block))
         metrics = acc.summary()
-    out.update(seconds=rec["seconds"], peak_extra_gb=rec["peak_extra_gb"],
+    out.update(seconds=rec["seconds"], cpu_seconds=clock.cpu, peak_extra_gb=rec["peak_extra_gb"],
                metrics={k: metrics[k] for k in ("rank1", "mAP", "mINP", "valid_queries")})
     return out, (np.concatenate(blocks) if keep_matrix else None)
 
@@ -68,36 +126,52 @@ def run_dense(q, g, q_pids, g_pids, q_cams, g_cams):
     from reidkit.evaluation.ranking import evaluate_scores
     from tests.rerank_reference import re_ranking
 
-    rec = {}
-    with measure(rec):
+    rec, clock = {}, Clock()
+    with measure(rec), clock:
         final = re_ranking(pairwise_distance(q, g), pairwise_distance(q, q), pairwise_distance(g, g), 20, 6, 0.3, dtype=np.float32)
     metrics = evaluate_scores(final, q_pids, g_pids, q_cams, g_cams)
-    return {"seconds": rec["seconds"], "peak_extra_gb": rec["peak_extra_gb"],
+    return {"seconds": rec["seconds"], "cpu_seconds": clock.cpu, "peak_extra_gb": rec["peak_extra_gb"],
             "metrics": {k: metrics[k] for k in ("rank1", "mAP", "mINP", "valid_queries")}}, final
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", action="append", choices=sorted(SCALES), help="repeatable; default market")
-    ap.add_argument("--dim", type=int, default=2048)
+    ap.add_argument("--scale", action="append", choices=sorted(SCALES), help="repeatable; default msmt")
+    ap.add_argument("--kind", action="append", choices=KINDS, help="repeatable; default both")
+    ap.add_argument("--dim", type=int, help="feature dimension (default: 2048 random, 256 clustered)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--old-rows", type=int, default=4096, help="rows the old k-NN pass is timed on, then extrapolated")
+    ap.add_argument("--full", action="store_true", help="also time reidkit's whole re-ranking + scoring")
+    ap.add_argument("--dense", action="store_true", help="also run the dense reference (Market scale only)")
+    ap.add_argument("--device", default="cpu", help="torch device of the k-NN pass and distances")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.device != "cpu":
+        from reidkit.errors import ReidkitError
+        from reidkit.generation.devices import check_device
+
+        try:
+            check_device(args.device)
+        except ReidkitError as exc:
+            sys.exit(f"error: {exc}")
     results = {"machine": machine(), "runs": []}
-    for scale in args.scale or ["market"]:
-        q, g, q_pids, g_pids, q_cams, g_cams = make_data(scale, args.dim, args.seed)
-        run = {"scale": scale, "queries": len(q), "gallery": len(g), "dim": args.dim}
-        if scale == "market":
-            run["dense"], dense = run_dense(q, g, q_pids, g_pids, q_cams, g_cams)
-            run["reidkit"], mine = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, keep_matrix=True)
-            run["max_abs_difference"] = float(np.abs(dense.astype(np.float64) - mine).max())
-            del dense, mine
-        else:
-            run["reidkit"], _ = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, keep_matrix=False)
-        results["runs"].append(run)
-        print(json.dumps(run, indent=1), flush=True)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+    for scale in args.scale or ["msmt"]:
+        for kind in args.kind or list(KINDS):
+            q, g, q_pids, g_pids, q_cams, g_cams = make_data(scale, kind, args.dim, args.seed)
+            run = {"scale": scale, "kind": kind, "queries": len(q), "gallery": len(g), "dim": q.shape[1], "device": args.device}
+            run["knn_pass"] = bench_knn(q, g, args.old_rows, args.device)
+            print(json.dumps(run, indent=1), flush=True)
+            if args.dense and scale == "market":
+                run["dense"], dense = run_dense(q, g, q_pids, g_pids, q_cams, g_cams)
+            if args.full or (args.dense and scale == "market"):
+                run["reidkit"], mine = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, args.device, keep_matrix=args.dense and scale == "market")
+                if args.dense and scale == "market":
+                    run["max_abs_difference"] = float(np.abs(dense.astype(np.float64) - mine).max())
+                    del dense, mine
+                print(json.dumps(run, indent=1), flush=True)
+            results["runs"].append(run)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Wall time and peak extra resident memory of a block of code (for the evaluation benchmarks).
+"""Wall and CPU time and peak extra resident memory of a block of code (for the evaluation benchmarks).
 
 Peak memory is sampled from /proc/self/statm by a thread every millisecond and
 reported relative to the resident size when the block starts.
@@ -53,3 +53,21 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+
+
+class Clock:
+    """Accumulates wall (perf_counter) and CPU (process_time: all threads) seconds over repeated with-blocks."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self):
+        self._t = (time.perf_counter(), time.process_time())
+        return self
+
+    def __exit__(self, *exc):
+        self.wall += time.perf_counter() - self._t[0]
+        self.cpu += time.process_time() - self._t[1]
+
+    def report(self) -> dict:
+        return {"wall": self.wall, "cpu": self.cpu}

@@ -164,3 +164,77 @@ def test_per_query_results_of_the_hand_example():
     assert pq["first"].tolist() == [2, 4]
     assert pq["ap"] == pytest.approx([0.5, 0.25])
     assert pq["inp"] == pytest.approx([0.5, 0.25])
+
+
+def torch_chunks(dist, rows=7):
+    """Blocks as torch tensors on the CPU: the device (GPU) ranking code, run here."""
+    import torch
+
+    return ((s, torch.as_tensor(np.asarray(dist)[s : s + rows])) for s in range(0, len(dist), rows))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties", "signed64", "duplicate_features", "magnitudes"])
+def test_device_block_code_matches_reference_on_cpu(kind):
+    rng = np.random.default_rng(hash(kind) % 2**32 + 1)
+    for _ in range(40):
+        dist, c = random_case(rng, kind)
+        for rule in ("standard", "cc", "sc"):
+            got = evaluate_chunks(torch_chunks(dist), rule=rule, per_query=True, **c)
+            want = reference_metrics(dist, c["q_pids"], c["g_pids"], c["q_cams"], c["g_cams"], c["q_clothes"], c["g_clothes"], rule)
+            for k in KEYS:
+                assert got[k] == pytest.approx(want[k], abs=1e-12), (kind, rule, k)
+            assert got["cmc"] == pytest.approx(want["cmc"], abs=1e-12)
+            numpy_path = evaluate_chunks(((s, dist[s : s + 7]) for s in range(0, len(dist), 7)), rule=rule, per_query=True, **c)
+            for k in ("query", "first", "ap", "inp"):  # the same blocks give the same per-query numbers, bit for bit
+                assert np.array_equal(got["per_query"][k], numpy_path["per_query"][k])
+
+
+def test_device_block_code_rejects_nan():
+    import torch
+
+    with pytest.raises(ReidkitError, match="NaN"):
+        evaluate_chunks([(0, torch.tensor([[np.nan, 0.1]]))], [1], [1, 2], [0], [1])
+
+
+def test_clustered_rows_with_most_items_beyond_the_farthest_positive():
+    # Positives among the nearest items, most of the gallery far beyond (a trained model's rows), with exact ties
+    # at the farthest positive and just above it: the counting must not depend on how far the far items are.
+    rng = np.random.default_rng(12)
+    nq, ng = 9, 5000
+    q_pids, g_pids = rng.integers(0, 3, nq), rng.integers(0, 40, ng)
+    q_cams, g_cams = rng.integers(0, 2, nq), rng.integers(0, 2, ng)
+    dist = (1.0 + 0.05 * rng.random((nq, ng))).astype(np.float32)
+    near = g_pids[None, :] == q_pids[:, None]
+    dist[near] = (0.2 + 0.3 * rng.random(int(near.sum()))).astype(np.float32)
+    dist[:, :50] = 0.2 + 0.3 * rng.random((nq, 50)).astype(np.float32)  # some negatives among the positives
+    far = dist[near].max()
+    dist[:, 60] = far
+    dist[:, 61] = np.nextafter(far, np.float32(2))
+    for chunks in (None, torch_chunks(dist)):
+        got = evaluate_scores(dist, q_pids, g_pids, q_cams, g_cams) if chunks is None else evaluate_chunks(chunks, q_pids, g_pids, q_cams, g_cams)
+        want = reference_metrics(dist, q_pids, g_pids, q_cams, g_cams)
+        for k in KEYS:
+            assert got[k] == pytest.approx(want[k], abs=1e-12)
+
+
+def test_distance_blocks_as_tensors_give_the_numpy_numbers():
+    # DistanceComputer(..., device).chunks(tensors=True) is what a GPU evaluation ranks on the device.
+    from reidkit.evaluation.distance import DistanceComputer
+
+    rng = np.random.default_rng(4)
+    centers = rng.standard_normal((6, 16))
+    q_pids, g_pids = rng.integers(0, 6, 40), rng.integers(0, 6, 300)
+    q = (centers[q_pids] + 2.0 * rng.standard_normal((40, 16))).astype(np.float32)
+    g = (centers[g_pids] + 2.0 * rng.standard_normal((300, 16))).astype(np.float32)
+    q_cams, g_cams = rng.integers(0, 3, 40), rng.integers(0, 3, 300)
+    for metric in ("cosine", "euclidean"):
+        computer = DistanceComputer(g, metric, "cpu")
+        blocks = list(computer.chunks(q, rows=16, tensors=True))
+        assert all(type(b).__module__.startswith("torch") for _, b in blocks)
+        on_device = evaluate_chunks(blocks, q_pids, g_pids, q_cams, g_cams)
+        dist = np.concatenate([b.numpy() for _, b in blocks])
+        assert on_device == evaluate_chunks(((s, dist[s : s + 16]) for s in range(0, 40, 16)), q_pids, g_pids, q_cams, g_cams)
+        want = reference_metrics(dist, q_pids, g_pids, q_cams, g_cams)
+        assert 0.1 < want["mAP"] < 0.9  # neither trivial nor hopeless
+        for k in KEYS:
+            assert on_device[k] == pytest.approx(want[k], abs=1e-12)

@@ -26,6 +26,8 @@ def test_equals_dense_reference(metric, k1, k2, lam):
         np.testing.assert_allclose(got, want, atol=1e-10)
         got32 = k_reciprocal(q.astype(np.float32), g.astype(np.float32), k1, k2, lam, metric=metric)
         np.testing.assert_allclose(got32, want, atol=1e-5)
+        # small blocks: the k-NN pass's upper-triangle blocks and running lists, and query chunks
+        np.testing.assert_allclose(k_reciprocal(q, g, k1, k2, lam, metric=metric, rows=5), want, atol=1e-10)
 
 
 def test_chunks_are_the_same_matrix_and_bounded():
@@ -58,3 +60,25 @@ def test_duplicate_features_tie_by_index_like_a_stable_sort():
     g[5:9] = g[4]
     q[2] = g[4]
     np.testing.assert_allclose(k_reciprocal(q, g, 4, 2, 0.3, metric="euclidean"), dense(q, g, "euclidean", 4, 2, 0.3), atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [3, 7, 64])
+def test_knn_pass_in_blocks_equals_a_full_stable_sort(rows, dtype):
+    # Small integer features and Euclidean distances: products and sums are exact, so blocks of any shape give the
+    # d^2 of the whole matrix, and duplicated items tie exactly. The blocked pass (upper-triangle blocks used twice,
+    # running lists, entries filtered against each row's farthest kept one) must give the lists of a stable sort of
+    # each whole row, however many ties, and its exact maxima.
+    from reidkit.evaluation.distance import DistanceComputer
+    from reidkit.evaluation.rerank import _knn_pass
+
+    rng = np.random.default_rng(rows)
+    feats = rng.integers(-2, 3, (50, 3)).astype(np.float64)
+    feats[10:16] = feats[3]
+    feats = feats.astype(dtype)  # integer products and sums: exact in either type, whatever the block shapes
+    computer = DistanceComputer(feats, "euclidean")
+    d2 = computer.self_block(slice(None), slice(None)).square_().numpy()  # the whole matrix at once
+    for k in (1, 5, 21):
+        knn, row_max = _knn_pass(computer, feats, k, rows)
+        np.testing.assert_array_equal(knn, np.argsort(d2, axis=1, kind="stable")[:, :k])
+        np.testing.assert_array_equal(row_max, d2.max(1))

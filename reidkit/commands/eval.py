@@ -94,7 +94,7 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
 @click.option("--k2", default=6, show_default=True, type=click.IntRange(1), help="Re-ranking: query-expansion neighbours.")
 @click.option("--lambda", "lambda_", default=0.3, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Re-ranking: weight of the original distance.")
-@click.option("--device", default="cpu", show_default=True, help="torch device for the distances (cpu, cuda).")
+@click.option("--device", default="cpu", show_default=True, help="torch device of the evaluation: distances, ranking, scoring, re-ranking's k-NN pass (cpu, cuda).")
 @click.option("--seed", default=0, show_default=True, help="Seed of single-shot gallery sampling (trial t uses [seed, t]).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per protocol.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write CMC curves to this PNG.")

@@ -4,10 +4,13 @@ Only the ranks of a query's positives matter. For a chunk of queries, the
 rank of each positive is counted, not sorted: distances become monotone
 integer keys (the IEEE-754 bit pattern, made order-preserving), a per-row
 histogram of the keys over the range up to the farthest positive gives how
-many gallery items lie in the bins below each positive, and the few items
-that share a positive's bin are compared exactly. Same-person items (the
+many gallery items lie in the bins below each positive (items beyond the
+farthest positive share a last bin of their own), and the few items that
+share a positive's bin are compared exactly. Same-person items (the
 positives themselves and the ones the rule drops) are then subtracted, so
-dropped items never need masking out of the whole row.
+dropped items never need masking out of the whole row. Blocks given as torch
+tensors (a GPU evaluation) are ranked on their device by
+``positive_ranks_torch``: the same counts, from a per-row searchsorted.
 
 Tie rule (documented in docs/eval.md, and used by the tests' reference):
 valid gallery items are ordered by distance, and a negative at exactly the
@@ -96,20 +99,21 @@ def _count_le_row(keys, t_keys, lo, values, t_values, buf: np.ndarray, lut: np.n
     """#{g : values[g] <= t} for each sorted threshold t of one row, exactly.
 
     keys/t_keys: order-preserving integer keys of values/t_values (``keys`` is
-    overwritten); lo: the row's smallest key. Keys above the farthest threshold
-    are clipped to just above it, then binned over [lo, farthest + 1]; a
-    histogram gives the count below each threshold's bin, and the items that
-    share a threshold's bin are compared exactly. The bin is a monotone function
-    of the value, so within the selected items "value <= t" minus "bin below
-    t's bin" is exactly the count inside t's bin.
+    overwritten); lo: the row's smallest key. Keys are binned over [lo, farthest
+    threshold] into all bins but the last; keys beyond go to the last bin, which
+    holds no threshold (so the many far items of a clustered row are never
+    compared one by one). A histogram gives the count below each threshold's
+    bin, and the items that share a threshold's bin are compared exactly. The
+    bin is a monotone function of the value, so within the selected items
+    "value <= t" minus "bin below t's bin" is exactly the count inside t's bin.
     """
     utype = keys.dtype.type
     lo = utype(lo)
-    top = utype(t_keys[-1] + utype(1))
-    shift = utype(max(0, int(top - lo).bit_length() - (len(lut).bit_length() - 1)))
-    np.minimum(keys, top, out=keys)
+    last = len(lut) - 1
+    shift = utype((int(t_keys[-1] - lo) // last).bit_length())  # smallest shift putting the farthest threshold below bin `last`
     np.subtract(keys, lo, out=keys)
-    np.right_shift(keys, shift, out=buf, casting="unsafe")  # now below len(lut): fits any integer type
+    np.right_shift(keys, shift, out=keys)
+    np.minimum(keys, utype(last), out=buf, casting="unsafe")  # clip while unsigned: now below len(lut), fits any integer type
     hist = np.bincount(buf, minlength=len(lut))
     below = np.cumsum(hist) - hist
     t_bin = ((t_keys - lo) >> shift).astype(np.int64)
@@ -186,6 +190,46 @@ def positive_ranks(block, same_idx, real, is_pos):
     return rows, ranks, n_pos
 
 
+def positive_ranks_torch(block, same_idx, real, is_pos):
+    """``positive_ranks`` for a torch tensor block, on its device (GPU evaluation; tested on the CPU).
+
+    Each distance is located among its row's sorted positives' distances by
+    ``torch.searchsorted`` (left side: how many positives lie strictly closer),
+    so a per-row histogram of those positions, summed up, gives exactly how many
+    gallery items lie at or below each positive. Same counts as the numpy path.
+    """
+    import torch
+
+    n_pos = (is_pos & real).sum(1)
+    rows = np.flatnonzero(n_pos > 0)
+    if len(rows) == 0:
+        return rows, np.zeros((0, 0), np.int64), n_pos[rows]
+    if bool(torch.isnan(block).any()):
+        raise ReidkitError("distance matrix holds NaN values")
+    n_pos, same_idx, real, is_pos = n_pos[rows], same_idx[rows], real[rows], is_pos[rows]
+    dev = block.device
+    width = int(n_pos.max())
+    r_t = torch.as_tensor(rows, device=dev)
+    sub = block if len(rows) == block.shape[0] else block[r_t]
+    d_same = sub.gather(1, torch.as_tensor(same_idx, device=dev))
+    inf = torch.tensor(float("inf"), dtype=block.dtype, device=dev)
+    s = torch.sort(torch.where(torch.as_tensor(is_pos, device=dev), d_same, inf), dim=1).values[:, :width]
+    n_pos_t = torch.as_tensor(n_pos, device=dev)
+    pad = torch.arange(width, device=dev)[None, :] >= n_pos_t[:, None]
+    s = torch.where(pad, s.gather(1, (n_pos_t - 1)[:, None]), s).contiguous()  # padding repeats the farthest positive
+    where = torch.searchsorted(s, sub.contiguous())  # per item: how many positives lie strictly closer
+    where += (torch.arange(len(rows), device=dev) * (width + 1))[:, None]
+    le_all = torch.bincount(where.view(-1), minlength=len(rows) * (width + 1)).view(len(rows), width + 1).cumsum(1)[:, :width]
+    masked = torch.where(torch.as_tensor(real, device=dev), d_same, inf)
+    le_same = (masked[:, None, :] <= s[:, :, None]).sum(-1)
+    ranks = (torch.arange(1, width + 1, device=dev)[None, :] + le_all - le_same).masked_fill_(pad, 0)
+    return rows, ranks.cpu().numpy().astype(np.int64), n_pos
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
 class RankScorer:
     """Scores query chunks against one gallery under one rule."""
 
@@ -199,14 +243,16 @@ class RankScorer:
         self.same = SamePerson(self.g_pids)
 
     def score(self, block, q_pids, q_cams, q_clothes=None) -> QueryScores:
+        """block: (B x Ng) distances, numpy (ranked on the CPU) or a torch tensor (ranked on its device)."""
         q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
-        if block.shape != (len(q_pids), len(self.g_pids)):
+        if tuple(block.shape) != (len(q_pids), len(self.g_pids)):
             raise ReidkitError(f"distance block is {block.shape}, expected ({len(q_pids)}, {len(self.g_pids)})")
         same_idx, real = self.same.lookup(q_pids)
         qc = None if q_clothes is None else np.asarray(q_clothes)[:, None]
         gc = None if self.g_clothes is None else self.g_clothes[same_idx]
         is_pos = positive_mask(self.rule, q_cams[:, None], self.g_cams[same_idx], qc, gc) & real
-        rows, ranks, n_pos = positive_ranks(block, same_idx, real, is_pos)
+        rank = positive_ranks_torch if _is_tensor(block) else positive_ranks  # device tensors are ranked where they are
+        rows, ranks, n_pos = rank(block, same_idx, real, is_pos)
         if len(rows) == 0:
             empty = np.zeros(0)
             return QueryScores(rows, empty.astype(np.int64), empty, empty, empty.astype(np.int64))

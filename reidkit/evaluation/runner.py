@@ -15,8 +15,12 @@ def eval_indices(store, protocols=None) -> np.ndarray:
     return np.unique(np.concatenate([np.concatenate([store.split(p.query), store.split(p.gallery)]) for p in wanted]))
 
 
-def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, refine=None, rerank=None, num_workers=0):
+def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, refine=None, rerank=None, num_workers=0,
+                    device=None):
     """Extract query + gallery features of every protocol and score them, optionally with DLCR refinement.
+
+    ``device``: where distances, ranking and re-ranking's k-NN pass run; default: the model's device
+    (a GPU model is evaluated on its GPU, same numbers as on the CPU up to the distances' rounding).
 
     ``refine``: refinement settings (``variants``, ``top``, ``flip``; DLCR's defaults otherwise). With
     refinement, the test features are extracted with the refinement's ``flip`` setting (DLCR: none).
@@ -32,5 +36,6 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
     features = runner.extract_source(store, index, batch_size=batch_size, num_workers=num_workers, flip=flip,
                                      description="test features")
     if refine_run is None:
-        return evaluate_store(store, features, index, protocols=protocols, rerank=rerank, device="cpu")
+        return evaluate_store(store, features, index, protocols=protocols, rerank=rerank,
+                              device=str(device or getattr(runner, "device", None) or "cpu"))
     return evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size, **settings)
