@@ -1,6 +1,7 @@
 """Writes a store from a ``DatasetLayout``: bytes copied as they are, columns in bulk, published atomically."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,7 +128,37 @@ def write_store(
         return _write_store(out, layout, skip_bad=skip_bad, force=force, progress=progress, workers=workers)
 
 
+@contextlib.contextmanager
+def interrupt_flag():
+    """Ctrl-C sets a flag the write loop checks (and raises KeyboardInterrupt at a safe point): raised directly, a
+    KeyboardInterrupt that lands inside h5py's or a C callback's cleanup is printed as 'ignored' and lost, and the
+    store would be published anyway. Outside the main thread (signals cannot be caught there) nothing changes."""
+    import signal
+    import threading
+
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)  # a Ctrl-C after the last check finds the store published: it stays
+
+
+def _stop_if(flag):
+    if flag.is_set():
+        raise KeyboardInterrupt
+
+
 def _write_store(out: Path, layout: DatasetLayout, *, skip_bad: bool, force: bool, progress, workers: int) -> WriteSummary:
+    with interrupt_flag() as stop:
+        return _write_store_until(out, layout, skip_bad=skip_bad, force=force, progress=progress, workers=workers, stop=stop)
+
+
+def _write_store_until(out: Path, layout: DatasetLayout, *, skip_bad: bool, force: bool, progress, workers: int,
+                       stop) -> WriteSummary:
     import h5py
 
     problems = list(layout.problems)
@@ -164,6 +195,7 @@ def _write_store(out: Path, layout: DatasetLayout, *, skip_bad: bool, force: boo
                 done = 0
                 # In record order; cv2 and file reads release the GIL, so threads overlap them.
                 for record, data, info, extra in bounded_map(pool, _read_and_probe, layout.records, 4 * BATCH):
+                    _stop_if(stop)
                     done += 1
                     if data is None:
                         problems.append((record.path, extra))
@@ -200,6 +232,7 @@ def _write_store(out: Path, layout: DatasetLayout, *, skip_bad: bool, force: boo
                 mask_group.attrs["clothing"] = json.dumps(layout.masks.clothing)
                 mask_group.attrs["masker"] = "dataset"
                 mask_group.create_dataset("index", data=np.arange(written, dtype=np.int64))
+            _stop_if(stop)  # the last moment before the store is published
     return WriteSummary(path=out, images=written, skipped=problems, fingerprint=fingerprint)
 
 
