@@ -54,7 +54,7 @@ def test_worked_example_runs_as_written_and_the_expansion_helps_cc(tmp_path):
                           env=_env(tmp_path), timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not [line for line in proc.stderr.splitlines() if line.startswith("Warning: setting")]  # the schedule fits
-    for name in ("world.png", "sheet.png", "cmc.png", "runs/cal/model.safetensors", "runs/cal-dlcr/model.safetensors"):
+    for name in ("world.png", "sheet.png", "cmc.png", "report.html", "runs/cal/model.safetensors", "runs/cal-dlcr/model.safetensors"):
         assert (tmp_path / name).is_file(), name
     cal, expanded = cc_rank1(tmp_path, "runs/cal"), cc_rank1(tmp_path, "runs/cal-dlcr")
     print(f"cc rank-1: cal {cal:.3f}, cal + expansion {expanded:.3f}")
