@@ -121,35 +121,11 @@ def learn(args):
 def speed(args):
     import torch
 
-    from benchmarks.bench_dlcr import full_size_pipeline
-    from reidkit import open_store
-    from reidkit.generation.bank import ensure_bank
-    from reidkit.generation.engine import make_item
-    from reidkit.plugins.generators.dlcr import DlcrGenerator
+    from benchmarks.bench_dlcr import dlcr_setup
     from reidkit.plugins.guidance import discriminator
     from reidkit.plugins.guidance.sampling import DiscriminatorGuidance
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-dg-speed-"))
-    store_path = tmp / "w.h5"
-    subprocess.run([*REIDKIT, "adapt", "synthetic", "--out", str(store_path), "--ids", "8", "--shots", "1"], check=True,
-                   capture_output=True)
-    model = args.model
-    if model is None and not args.full_size:
-        from tests.tiny_models import build_tiny_inpaint_pipeline
-
-        model = str(build_tiny_inpaint_pipeline(tmp / "tiny-sd"))
-    store = open_store(store_path)
-    context = {"store": store, "bank": ensure_bank(store, "templates", {}, show_progress=False),
-               "mask_set": store.mask_sets()["ground_truth"], "seed": 0}
-    items = [make_item(context, (int(i), 0)) for i in store.split("train")[: args.images]]
-    settings = {**DlcrGenerator.defaults, "model": model or "full-size-random", "width": args.width, "height": args.height,
-                "steps": args.steps, "dtype": args.dtype}
-    gen = DlcrGenerator(settings, args.device)
-    if args.full_size:
-        from reidkit.generation.devices import torch_dtype
-
-        gen.pipe = full_size_pipeline(tmp, args.device, torch_dtype(args.dtype, args.device))
-        gen.device = args.device
+    gen, items = dlcr_setup(args, Path(tempfile.mkdtemp(prefix="bench-dg-speed-")))
     pipe = gen.load()
     torch.manual_seed(0)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)

@@ -32,6 +32,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def dlcr_setup(args, tmp: Path):
+    """A small synthetic store, its first ``args.images`` training items, and the dlcr generator on ``args.model``
+    (default: the tiny test pipeline) or, with ``--full-size``, SD-1.5's inpainting architecture with random weights."""
+    from reidkit import open_store
+    from reidkit.generation.bank import ensure_bank
+    from reidkit.generation.engine import make_item
+    from reidkit.plugins.generators.dlcr import DlcrGenerator
+
+    store_path = tmp / "w.h5"
+    subprocess.run([sys.executable, "-m", "reidkit.cli", "adapt", "synthetic", "--out", str(store_path), "--ids", "8",
+                    "--shots", "1"], check=True, capture_output=True)
+    model = args.model
+    if model is None and not args.full_size:
+        from tests.tiny_models import build_tiny_inpaint_pipeline
+
+        model = str(build_tiny_inpaint_pipeline(tmp / "tiny-sd"))
+    store = open_store(store_path)
+    context = {"store": store, "bank": ensure_bank(store, "templates", {}, show_progress=False),
+               "mask_set": store.mask_sets()["ground_truth"], "seed": 0}
+    items = [make_item(context, (int(i), 0)) for i in store.split("train")[: args.images]]
+    settings = {**DlcrGenerator.defaults, "model": model or "full-size-random", "width": args.width, "height": args.height,
+                "steps": args.steps, "dtype": args.dtype}
+    gen = DlcrGenerator(settings, args.device)
+    if args.full_size:
+        from reidkit.generation.devices import torch_dtype
+
+        gen.pipe = full_size_pipeline(tmp, args.device, torch_dtype(args.dtype, args.device))
+        gen.device = args.device
+    return gen, items
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=16)
@@ -49,33 +80,8 @@ def main():
     import numpy as np
     import torch
 
-    from reidkit import open_store
-    from reidkit.generation.bank import ensure_bank
-    from reidkit.generation.engine import make_item
-    from reidkit.plugins.generators.dlcr import DlcrGenerator
-
     tmp = Path(tempfile.mkdtemp(prefix="bench-dlcr-"))
-    store_path = tmp / "w.h5"
-    subprocess.run([sys.executable, "-m", "reidkit.cli", "adapt", "synthetic", "--out", str(store_path), "--ids", "8",
-                    "--shots", "1"], check=True, capture_output=True)
-    model = args.model
-    if model is None and not args.full_size:
-        from tests.tiny_models import build_tiny_inpaint_pipeline
-
-        model = str(build_tiny_inpaint_pipeline(tmp / "tiny-sd"))
-    store = open_store(store_path)
-    context = {"store": store, "bank": ensure_bank(store, "templates", {}, show_progress=False),
-               "mask_set": store.mask_sets()["ground_truth"], "seed": 0}
-    keys = [(int(i), 0) for i in store.split("train")[: args.images]]
-    items = [make_item(context, k) for k in keys]
-    settings = {**DlcrGenerator.defaults, "model": model or "full-size-random", "width": args.width, "height": args.height,
-                "steps": args.steps, "dtype": args.dtype}
-    gen = DlcrGenerator(settings, args.device)
-    if args.full_size:
-        from reidkit.generation.devices import torch_dtype
-
-        gen.pipe = full_size_pipeline(tmp, args.device, torch_dtype(args.dtype, args.device))
-        gen.device = args.device
+    gen, items = dlcr_setup(args, tmp)
     gen.load()
     gen.generate(items[:1])  # warm-up: first-call allocations are not generation time
 
@@ -103,7 +109,7 @@ def main():
     }
     if args.full_size:
         tflop = unet_tflop_per_forward(args.width, args.height)
-        guided = 2 if DlcrGenerator.defaults["guidance"] > 1 else 1  # classifier-free guidance doubles the UNet batch
+        guided = 2 if float(gen.settings["guidance"]) > 1 else 1  # classifier-free guidance doubles the UNet batch
         for key in ("one_call_per_image_img_s", f"batched_{args.batch}_img_s"):
             achieved = result[key] * args.steps * guided * tflop
             result[key.replace("_img_s", "_unet_tflop_s")] = round(achieved, 3)
