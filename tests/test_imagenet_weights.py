@@ -61,18 +61,49 @@ def test_offline_without_the_weights_is_one_line_naming_weights_none(store, tmp_
     assert not (tmp_path / "run" / "model.safetensors").exists()  # no silent fallback to random weights
 
 
-def test_default_weights_load_from_the_hub_cache_and_are_recorded(store, tmp_path, monkeypatch):
+def unreachable_hub_env(home):
+    """Not told to stay offline, but the endpoint refuses every connection (as on a machine without network)."""
+    return {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+            "HF_ENDPOINT": "http://127.0.0.1:9"}
+
+
+def cache_resnet18(home):
+    """A random resnet18 in the cache as huggingface_hub lays it out: models--timm--<tag>/snapshots/<commit>/..."""
     import timm
     from timm.models._hub import save_for_hf
 
-    # the cache as huggingface_hub lays it out: models--timm--<tag>/snapshots/<commit>/..., refs/main -> commit
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hf" / "hub" / "models--timm--resnet18.tv_in1k"
+    repo = home / "hub" / "models--timm--resnet18.tv_in1k"
     torch.manual_seed(123)
     source = timm.create_model("resnet18")  # random: no download, and unlike anything a fresh build draws
     save_for_hf(source, str(repo / "snapshots" / commit), safe_serialization=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+    return source
+
+
+def test_unreachable_hub_fails_at_once_in_one_line(store, tmp_path):
+    r = run_console("train", store, "--out", tmp_path / "run", "--backbone", "resnet18", *QUICK,
+                    env=unreachable_hub_env(tmp_path / "hf"), cwd=tmp_path)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stdout + r.stderr  # none of the hub client's "Retrying in ..." lines
+    assert "http://127.0.0.1:9 cannot be reached" in lines[0] and "--weights none" in lines[0]
+
+
+def test_unreachable_hub_still_loads_cached_weights(store, tmp_path):
+    source = cache_resnet18(tmp_path / "hf")
+    out = tmp_path / "run"
+    r = run_console("train", store, "--backbone", "resnet18", "--lr", "0", "--out", out, *QUICK,
+                    env=unreachable_hub_env(tmp_path / "hf"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    trained = load_file(str(out / "model.safetensors"))
+    assert torch.equal(trained["backbone.trunk.conv1.weight"], source.state_dict()["conv1.weight"])
+
+
+def test_default_weights_load_from_the_hub_cache_and_are_recorded(store, tmp_path, monkeypatch):
+    import timm
+
+    source = cache_resnet18(tmp_path / "hf")
 
     out = tmp_path / "run"
     r = run_console("train", store, "--backbone", "resnet18", "--lr", "0", "--out", out, *QUICK,

@@ -50,14 +50,25 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
         raise ReidkitError(f"timm has no model '{model}' (see timm.list_models(), e.g. resnet18, resnet50)")
     pretrained = weights in HUB_WEIGHTS
     tag = resolve_weights(model, weights) if pretrained else None
+    import contextlib
+
+    from reidkit.hub import cache_only, hub_unreachable
+
+    unreachable = hub_unreachable() if pretrained else None  # then the cache alone, at once, instead of ~50 s of retries
     try:  # pretrained: timm's Hugging Face hub loading (honours HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE)
-        trunk = timm.create_model(tag or model, pretrained=pretrained, num_classes=0, global_pool="", **(model_args or {}))
+        with cache_only() if unreachable else contextlib.nullcontext():
+            trunk = timm.create_model(tag or model, pretrained=pretrained, num_classes=0, global_pool="", **(model_args or {}))
     except Exception as exc:  # hub errors when offline, bad names
         if pretrained and _is_download_error(exc):
+            from huggingface_hub import constants
+
             from reidkit.hub import load_failure
 
-            raise ReidkitError(load_failure(f"ImageNet weights '{tag}' from hub id", f"timm/{tag}", exc,
-                                            "or pass --weights none (random init) or --weights FILE.safetensors")) from None
+            hint = "or pass --weights none (random init) or --weights FILE.safetensors"
+            if unreachable:
+                raise ReidkitError(f"cannot load ImageNet weights '{tag}' from hub id 'timm/{tag}': not in the Hugging Face "
+                                   f"cache ({constants.HF_HUB_CACHE}) and {unreachable} ({hint})") from None
+            raise ReidkitError(load_failure(f"ImageNet weights '{tag}' from hub id", f"timm/{tag}", exc, hint)) from None
         raise ReidkitError(f"cannot build timm model '{model}' (weights={weights}): {str(exc).splitlines()[0]}") from None
     if weights and not pretrained:
         _load_weights(trunk, Path(weights))
