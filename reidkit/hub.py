@@ -32,6 +32,10 @@ def hub_unreachable(timeout: float = 3.0) -> str | None:
 
     if constants.HF_HUB_OFFLINE:
         return None
+    import os
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # through a proxy a direct connection proves nothing: leave it to the hub client
     url = urlparse(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:

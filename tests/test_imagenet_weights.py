@@ -64,7 +64,8 @@ def test_offline_without_the_weights_is_one_line_naming_weights_none(store, tmp_
 def unreachable_hub_env(home):
     """Not told to stay offline, but the endpoint refuses every connection (as on a machine without network)."""
     return {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
-            "HF_ENDPOINT": "http://127.0.0.1:9"}
+            "HF_ENDPOINT": "http://127.0.0.1:9",
+            **{v: "" for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")}}
 
 
 def cache_resnet18(home):
