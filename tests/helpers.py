@@ -36,3 +36,12 @@ def make_world(path, ids=6, outfits=2, cameras=3, shots=1, seed=0, extra=()):
     result = run_cli("adapt", "synthetic", "--out", path, "--ids", ids, "--outfits", outfits, "--cameras", cameras, "--shots", shots, "--seed", seed, *extra)
     assert result.exit_code == 0, result.output
     return Path(path)
+
+
+def one_error_line(proc):
+    """The single stderr line of a console run that failed with exit code 1 (and no traceback)."""
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]

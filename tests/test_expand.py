@@ -14,7 +14,7 @@ import pytest
 import reidkit
 from reidkit.generation import merge_run, run_expand
 from reidkit.store.runs import ITEM_COLUMNS
-from tests.helpers import make_world, reidkit_exe, run_cli, run_console
+from tests.helpers import make_world, one_error_line, reidkit_exe, run_cli, run_console
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_shard_union_equals_unsharded_and_merge_from_other_machine(world, tmp_pa
     assert again["added"] == 0 and again["items"] == len(full)
 
 
-def test_rerun_with_other_settings_refused_in_one_line(world, tmp_path):
+def test_rerun_with_other_settingsone_error_line(world, tmp_path):
     store = fresh_copy(world, tmp_path)
     assert run_cli("expand", store, "--variants", "1", "--name", "x").exit_code == 0
     proc = run_console("expand", store, "--variants", "1", "--name", "x", "--seed", "9")
@@ -269,20 +269,12 @@ def test_expand_cuda_without_gpu_refused_in_one_line_nothing_written(world, tmp_
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
-def test_expand_unknown_device_refused_in_one_line(world, tmp_path):
+def test_expand_unknown_deviceone_error_line(world, tmp_path):
     store = fresh_copy(world, tmp_path)
     r = run_console("expand", store, "--variants", "1", "--limit", "2", "--device", "gpu7", "--name", "dev")
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "unknown torch device 'gpu7'" in r.stderr
     assert not any(p.name == "dev" for p in tmp_path.rglob("*"))
-
-
-def _refused_in_one_line(proc):
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 BAD_FILE_BANK = "outfit-a: [red shirt, blue jeans]\noutfit-b: 7\n"
@@ -324,7 +316,7 @@ def test_bad_plugin_input_refused_in_one_line_before_anything_is_written(world, 
     args = [next((a.replace(k, v) for k, v in paths.items() if k in a), a) for a in args]
     start = time.perf_counter()
     proc = run_console("expand", store, "--variants", "1", *args, env={"HF_HUB_OFFLINE": "1"})
-    line = _refused_in_one_line(proc)
+    line = one_error_line(proc)
     assert message in line
     assert not Path(str(store) + ".parts").exists()  # nothing written: no bank, no masks, no run
     assert time.perf_counter() - start < 60  # no model was loaded (or looked for) first
@@ -334,10 +326,10 @@ def test_yaml_plugin_settings_checked_before_anything_is_written(world, tmp_path
     store = fresh_copy(world, tmp_path)
     cfg = tmp_path / "run.yaml"
     cfg.write_text("generator: dlcr\ngenerator_settings: {steps: abc}\nprompts: templates\nmasker: store\n")
-    line = _refused_in_one_line(run_console("expand", store, "--config", cfg, "--device", "cpu", env={"HF_HUB_OFFLINE": "1"}))
+    line = one_error_line(run_console("expand", store, "--config", cfg, "--device", "cpu", env={"HF_HUB_OFFLINE": "1"}))
     assert line == "Error: generator 'dlcr': setting 'steps' must be an integer >= 1, got 'abc'"
     cfg.write_text("prompt_settings: {pattern_rate: [1, 2]}\n")
-    line = _refused_in_one_line(run_console("expand", store, "--config", cfg))
+    line = one_error_line(run_console("expand", store, "--config", cfg))
     assert line == "Error: prompt source 'templates': setting 'pattern_rate' must be a number >= 0 and <= 1, got [1, 2]"
     assert not Path(str(store) + ".parts").exists()
 
@@ -361,7 +353,7 @@ def test_library_settings_checked_and_paths_accepted_for_string_settings(world, 
 
 def test_mask_command_checks_settings_before_anything_is_written(world, tmp_path):
     store = fresh_copy(world, tmp_path)
-    line = _refused_in_one_line(run_console("mask", store, "--masker", "heuristic", "--mask-set", "waist=tall"))
+    line = one_error_line(run_console("mask", store, "--masker", "heuristic", "--mask-set", "waist=tall"))
     assert line == "Error: masker 'heuristic': setting 'waist' must be a number >= 0 and <= 1, got 'tall'"
     assert not Path(str(store) + ".parts").exists()
 
@@ -379,10 +371,10 @@ def test_yaml_run_settings_checked_naming_key_and_file(world, tmp_path, yaml_tex
     store = fresh_copy(world, tmp_path)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml_text + "\n")
-    line = _refused_in_one_line(run_console("expand", store, "--config", cfg))
+    line = one_error_line(run_console("expand", store, "--config", cfg))
     assert line == f"Error: --config {cfg}: {message}"
     site = tmp_path / "site.yaml"
     site.write_text("expand:\n  " + yaml_text + "\n")
-    line = _refused_in_one_line(run_console("expand", store, env={"REIDKIT_CONFIG": str(site)}))
+    line = one_error_line(run_console("expand", store, env={"REIDKIT_CONFIG": str(site)}))
     assert line == f"Error: $REIDKIT_CONFIG {site} (expand:): {message}"
     assert not Path(str(store) + ".parts").exists()

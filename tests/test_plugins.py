@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import make_world, run_console
+from tests.helpers import make_world, one_error_line, run_console
 
 PACKAGES = Path(__file__).parent / "plugin_packages"
 
@@ -133,15 +133,6 @@ def test_unknown_plugin_lists_known_names():
         get_plugins().get("adapters", "nope")
 
 
-def _one_error_line(r):
-    """The single stderr line of a failed command (no traceback)."""
-    assert r.returncode == 1, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
-
-
 def test_contract_breaking_registrations_refused_in_one_line_the_rest_load(site, tmp_path):
     env = _env(site, "incomplete,example")
     r = run_console("plugins", "--json", env=env)
@@ -160,7 +151,7 @@ def test_contract_breaking_registrations_refused_in_one_line_the_rest_load(site,
     assert table.returncode == 0 and "refused" in table.stdout and "refused" in table.stderr
     # naming the refused generator says why, in one line, and writes nothing
     store = make_world(tmp_path / "w.h5", ids=4, outfits=2, cameras=2, shots=1)
-    line = _one_error_line(run_console("expand", store, "--generator", "half", env=env))
+    line = one_error_line(run_console("expand", store, "--generator", "half", env=env))
     assert "generator 'half' was refused at registration" in line and "'generate'" in line
     assert not Path(str(store) + ".parts").exists()
     # the same plugin's valid filter works
@@ -235,7 +226,7 @@ def test_example_plugin_declares_typed_settings_shown_by_plugins_name(site):
 def test_installed_example_plugin_bad_setting_refused_in_one_line(site, tmp_path, sets, message):
     env = _env(site, "example")
     store = make_world(tmp_path / "w.h5", ids=4, outfits=2, cameras=2, shots=1)
-    line = _one_error_line(run_console("expand", store, "--generator", "tint", *sets, env=env))
+    line = one_error_line(run_console("expand", store, "--generator", "tint", *sets, env=env))
     assert line == f"Error: {message}"
     assert not Path(str(store) + ".parts").exists()  # nothing written
 
@@ -245,7 +236,7 @@ def test_installed_example_plugin_settings_from_yaml_checked_and_good_ones_used(
     store = make_world(tmp_path / "w.h5", ids=4, outfits=2, cameras=2, shots=1)
     config = tmp_path / "bad.yaml"
     config.write_text("generator: tint\ngenerator_settings: {amount: [1, 2]}\n")
-    line = _one_error_line(run_console("expand", store, "--config", config, env=env))
+    line = one_error_line(run_console("expand", store, "--config", config, env=env))
     assert line == "Error: generator 'tint': setting 'amount' must be a number >= 0 and <= 1, got [1, 2]"
     assert not Path(str(store) + ".parts").exists()
     r = run_console("expand", store, "--generator", "tint", "--set", "colour=blue,amount=1,keep_shading=false", "--variants", "1",

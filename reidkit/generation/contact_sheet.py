@@ -76,6 +76,14 @@ def gather(store, run, sources, with_masks: bool):
     return rows
 
 
+def kept_rows(store, run, rows: int, seed: int = 0) -> list[list]:
+    """``rows`` originals with kept variants (seeded choice, store order), each followed by its kept variants only."""
+    kept = np.flatnonzero(run.kept()) if run.files else np.zeros(0, np.int64)
+    sources = np.unique(run.source_index()[kept]) if len(kept) else np.zeros(0, np.int64)
+    chosen = np.sort(np.random.default_rng(seed).choice(sources, min(rows, len(sources)), replace=False))
+    return [[cell for cell in row if cell["kept"]] for row in gather(store, run, [int(s) for s in chosen], with_masks=False)]
+
+
 def sheet_cells(rows) -> tuple[list[list], list[str]]:
     """``gather``'s rows as ``labelled_tile`` cells, each in its column (original, mask, variant k), and the headers.
 

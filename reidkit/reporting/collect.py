@@ -105,20 +105,13 @@ def evaluate_run(run_dir, store, device="cpu") -> dict:
 
 
 def _generated(store, name, rows, seed, summary) -> GeneratedSummary:
-    import numpy as np
+    from reidkit.generation.contact_sheet import kept_rows, render_sheet
 
-    from reidkit.generation.contact_sheet import gather, render_sheet
-
-    runs = store.runs()
-    if name not in runs:
+    if name not in store.runs():
         summary.notes.append(f"generated run '{name}' is not in {store.path.name}")
         return GeneratedSummary(name, {}, 0, 0)
     run = store.run(name)
-    kept = run.kept() if run.files else np.zeros(0, bool)
-    sheet = None
-    sources = np.unique(run.source_index()[kept]) if kept.any() else []
-    if len(sources):
-        chosen = np.sort(np.random.default_rng(seed).choice(sources, min(rows, len(sources)), replace=False))
-        grid = [[cell for cell in row if cell["kept"]] for row in gather(store, run, [int(s) for s in chosen], with_masks=False)]
-        sheet = render_sheet(grid, height=128, width=64)
-    return GeneratedSummary(name, dict(run.info), int(len(kept)), int(kept.sum()), sheet)
+    kept = run.kept() if run.files else []
+    grid = kept_rows(store, run, rows, seed)  # the demo's contact sheet, drawn smaller
+    sheet = render_sheet(grid, height=128, width=64) if grid else None
+    return GeneratedSummary(name, dict(run.info), int(len(kept)), int(sum(kept)), sheet)

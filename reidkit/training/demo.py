@@ -82,14 +82,9 @@ def contact_sheet(store, run, path: Path, rows=6, seed=0):
     Columns headed (original, variant 1..k), each original captioned with its source image, person and camera,
     each variant with its prompt; a rejected variant's place is left empty.
     """
-    from reidkit.generation.contact_sheet import gather, write_sheet
+    from reidkit.generation.contact_sheet import kept_rows, write_sheet
 
-    kept = np.flatnonzero(run.kept())
-    sources = np.unique(run.source_index()[kept])
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(sources, min(rows, len(sources)), replace=False))
-    grid = [[cell for cell in row if cell["kept"]] for row in gather(store, run, [int(s) for s in chosen], with_masks=False)]
-    return write_sheet(grid, path)
+    return write_sheet(kept_rows(store, run, rows, seed), path)
 
 
 def run_demo(out, quick=False, seeds=(0, 1, 2), base="cal", refine=True, workers=0, overrides=None, echo=print) -> dict:
