@@ -238,7 +238,7 @@ CONTRACTS = {
     "generators": Contract("generator", "reidkit.generation.contracts.Generator", required=("generate",),
                            optional={"load": _nothing, "plan": None, "needs_masks": True, "default_masker": None,
                                      "default_prompts": None, "check": _nothing,
-                                     "provenance": _empty}),
+                                     "provenance": _empty, "weights": None}),
     "filters": Contract("filter", "reidkit.generation.contracts.Filter", required=("judge",),
                         optional={"load": _nothing, "pass_rates": None, "check": _nothing}),
     "backbones": Contract("backbone", "reidkit.training.contracts.Backbone", must_be_class=False, has_settings=False),

@@ -31,6 +31,7 @@ from .identity_prompts import (
     identity_prompt,
     sample_diversity,
 )
+from .sd_loading import LOADING_DEFAULTS, LOADING_SPEC, SCHEDULER_HELP, SCHEDULERS
 
 PROMPTS_KIND = "identity-prompts"
 _DI_STREAM, _LATENT_STREAM, _EMBED_STREAM = 11, 12, 13  # sub-seeds of one item's seed, one per random choice
@@ -91,8 +92,10 @@ class DiffusionReidGenerator:
         "latent_noise": 0.1,
         "embed_noise": 0.1,
         "diversity": True,
-        "micro_batch": 1,  # images per diffusion call; 1 keeps every image independent of its batch mates
+        "micro_batch": 0,  # images per diffusion call; 0: the engine's whole group (fixed groups: same bytes on resume/shard)
+        "scheduler": "model",  # the sampler saved with the model (SD-1.5: PNDM); dpm-solver++ / unipc / ddim opt-in
         "dtype": "auto",
+        **LOADING_DEFAULTS,  # revision, use_safetensors and the opt-in GPU switches (sd_loading.py)
         "prompts_name": "",
     }
     settings_spec: ClassVar[dict] = {
@@ -115,8 +118,10 @@ class DiffusionReidGenerator:
         "latent_noise": Setting(float, "DI: norm ratio of the noise added to the start latents", min=0, max=1),
         "embed_noise": Setting(float, "DI: norm ratio of the noise added to the prompt embeddings", min=0, max=1),
         "diversity": Setting(bool, "diversity injection (DI) on or off"),
-        "micro_batch": Setting(int, "images per diffusion call (1: each image independent of its batch mates)", min=1),
+        "micro_batch": Setting(int, "images per diffusion call (0: the engine's whole group, --batch-size)", min=0),
+        "scheduler": Setting(str, SCHEDULER_HELP, choices=SCHEDULERS),
         "dtype": Setting(str, "auto: float16 on GPU, float32 on CPU", choices=DTYPES),
+        **LOADING_SPEC,
         "prompts_name": Setting(str, "name of the stored identity prompts ('': lpe)"),
     }
     needs_masks: ClassVar[bool] = False
@@ -142,6 +147,7 @@ class DiffusionReidGenerator:
         if int(s["per_identity"]) < 1:
             raise PluginError(f"diffusion-reid: per_identity must be >= 1, got {s['per_identity']}")
         self._pipe = None
+        self.weights = None  # revision and resolved commit of the loaded weights (recorded with every chunk)
         self.identity_prompts: dict[int, str] = {}
 
     # -- LPE: identity prompts (captioned once per store, kept in the sidecar) ---------------------------
@@ -222,19 +228,23 @@ class DiffusionReidGenerator:
         if self._pipe is None:
             from diffusers import StableDiffusionImg2ImgPipeline
 
-            from reidkit.errors import PluginError
+            from .sd_loading import (
+                apply_speed_settings,
+                load_pipeline,
+                set_scheduler,
+                weights_record,
+            )
 
-            try:
-                pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-                    self.model_id, dtype=self._dtype(), safety_checker=None, requires_safety_checker=False
-                )
-            except OSError as exc:
-                from reidkit.hub import load_failure
-
-                raise PluginError(load_failure("diffusion model", self.model_id, exc, "pass a local folder with --model")) from None
+            pipe = load_pipeline(StableDiffusionImg2ImgPipeline, "diffusion model", self.model_id, self._dtype(), self.settings)
+            set_scheduler(pipe, self.settings["scheduler"])
+            self.weights = weights_record(self.model_id, self.settings)
             pipe.set_progress_bar_config(disable=True)
-            self._pipe = pipe.to(self.device)
+            self._pipe = apply_speed_settings(pipe.to(self.device), self.settings, self.device)
         return self._pipe
+
+    def load(self):
+        """The diffusion pipeline, loaded before the engine starts timing (the captioner is loaded by plan())."""
+        self.pipeline()
 
     def _embeddings(self, pipe, prompts: list[str], id_prompts: list[str], seeds: list[int]):
         """Text embeddings with seeded, norm-bounded noise on the DI tokens only (identity tokens untouched)."""
@@ -291,7 +301,7 @@ class DiffusionReidGenerator:
         s = self.settings
         pipe = self.pipeline()
         out = []
-        bs = max(1, int(s["micro_batch"]))
+        bs = int(s["micro_batch"]) or len(items)
         for start in range(0, len(items), bs):
             batch = items[start : start + bs]
             seeds = [int(it.seed) for it in batch]

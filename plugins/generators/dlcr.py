@@ -9,12 +9,11 @@ the CPU, so the starting noise is the same on every device).
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from reidkit.contracts import DTYPES, Setting
-from reidkit.errors import ReidkitError
+
+from .sd_loading import LOADING_DEFAULTS, LOADING_SPEC, SCHEDULER_HELP, SCHEDULERS
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
@@ -45,13 +44,13 @@ class DlcrGenerator:
         "steps": 50,
         "guidance": 7.5,
         "strength": 1.0,
-        "scheduler": "ddim",  # ddim, or 'model' to keep the one saved with the model
+        "scheduler": "ddim",  # DLCR's; dpm-solver++ / unipc are opt-in fast samplers, 'model' keeps the saved one
         "eta": 0.0,
         "dtype": "auto",  # auto: float16 on GPU, float32 on CPU; or float32, float16, bfloat16
         "prompt_template": "{prompt}",
         "negative_prompt": "",
         "mask_dilate": 0,  # pixels; DLCR uses none
-        "attention_slicing": False,
+        **LOADING_DEFAULTS,  # revision, use_safetensors and the opt-in GPU switches (sd_loading.py)
         # discriminator guidance (DLCR's second pass, docs/discriminator.md): a folder from 'reidkit discriminator train'
         "discriminator": "",  # '' = the plain first pass
         "discriminator_threshold": 200,  # correct only at diffusion steps t > threshold (DLCR: 200)
@@ -71,13 +70,13 @@ class DlcrGenerator:
         "steps": Setting(int, "denoising steps", min=1),
         "guidance": Setting(float, "classifier-free guidance scale", min=0),
         "strength": Setting(float, "how far the masked region is re-noised (1: fully)", min=0, min_open=True, max=1),
-        "scheduler": Setting(str, "ddim (DLCR), or model: the scheduler saved with the model", choices=("ddim", "model")),
+        "scheduler": Setting(str, SCHEDULER_HELP + " (DLCR: ddim)", choices=SCHEDULERS),
         "eta": Setting(float, "DDIM eta (0: deterministic sampling)", min=0, max=1),
         "dtype": Setting(str, "auto: float16 on GPU, float32 on CPU", choices=DTYPES),
         "prompt_template": Setting(str, "prompt text; {prompt} = the outfit's prompt, {items} = its items joined by ', '"),
         "negative_prompt": Setting(str, "negative prompt ('' for none)"),
         "mask_dilate": Setting(int, "pixels the clothing mask grows by (DLCR: 0)", min=0),
-        "attention_slicing": Setting(bool, "slice attention to save GPU memory"),
+        **LOADING_SPEC,
         "discriminator": Setting(str, "discriminator guidance: a folder from 'reidkit discriminator train' ('' = plain pass)"),
         "discriminator_threshold": Setting(int, "guidance acts at diffusion steps t > threshold (DLCR: 200)", min=-1),
         "discriminator_weight": Setting(float, "weight w of the guidance correction (DLCR: 1.0)"),
@@ -91,6 +90,7 @@ class DlcrGenerator:
         self.model_id = settings["model"]
         self.pipe = None
         self.guidance = None  # a DiscriminatorGuidance once loaded, when settings name a discriminator
+        self.weights = None  # revision and resolved commit of the loaded weights (recorded with every chunk)
 
     @staticmethod
     def provenance(settings) -> dict:
@@ -103,38 +103,28 @@ class DlcrGenerator:
         """The pipeline, loaded once (from a hub id, a cache, or a local folder)."""
         if self.pipe is not None:
             return self.pipe
-        from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
+        from diffusers import StableDiffusionInpaintPipeline
 
         from reidkit.generation.devices import torch_device, torch_dtype
 
+        from .sd_loading import (
+            apply_speed_settings,
+            load_pipeline,
+            set_scheduler,
+            weights_record,
+        )
+
         self.device = torch_device(self.device)
         dtype = torch_dtype(self.settings["dtype"], self.device)
-        diffusers_logging.disable_progress_bar()  # reidkit shows its own progress
-        transformers_logging.disable_progress_bar()
-        try:
-            with warnings.catch_warnings():  # diffusers 0.42 renames torch_dtype; older releases only know it
-                warnings.simplefilter("ignore", FutureWarning)
-                pipe = StableDiffusionInpaintPipeline.from_pretrained(
-                    self.model_id, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
-                )
-        except (OSError, ValueError, EnvironmentError) as exc:
-            from reidkit.hub import load_failure
-
-            raise ReidkitError(load_failure("inpainting model", self.model_id, exc, "pass a local folder with --model")) from None
-        if self.settings["scheduler"] == "ddim":
-            pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        elif self.settings["scheduler"] != "model":
-            raise ReidkitError(f"dlcr: unknown scheduler '{self.settings['scheduler']}' (use ddim or model)")
-        if self.settings["attention_slicing"]:
-            pipe.enable_attention_slicing()
+        pipe = load_pipeline(StableDiffusionInpaintPipeline, "inpainting model", self.model_id, dtype, self.settings)
+        set_scheduler(pipe, self.settings["scheduler"])
+        self.weights = weights_record(self.model_id, self.settings)
         pipe.set_progress_bar_config(disable=True)
         if self.settings["discriminator"]:
             from reidkit.plugins.guidance.sampling import load_guidance
 
             self.guidance = load_guidance(self.settings, self.device)
-        self.pipe = pipe.to(self.device)
+        self.pipe = apply_speed_settings(pipe.to(self.device), self.settings, self.device)
         return self.pipe
 
     def generate(self, items):

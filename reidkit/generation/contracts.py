@@ -136,6 +136,11 @@ class Generator(Protocol):
     discriminator's sha256); a non-empty dict is recorded in the run's
     settings (so a resume must agree with it) and its hash ends the run's
     default name.
+
+    Optional: ``weights`` (an attribute set by ``load``) is a dict of facts
+    about the weights actually loaded (``dlcr``/``diffusion-reid``: the hub
+    revision asked for and the commit it resolved to); every chunk made
+    after the load records it beside the shard, device and batch size.
     """
 
     defaults: ClassVar[dict]

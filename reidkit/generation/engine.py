@@ -242,6 +242,7 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     context = {"store": store, "bank": bank, "mask_set": mask_set, "seed": int(seed), "planned": planned}
     made_by = {"shard": summary["shard"], "device": str(getattr(gen, "device", dev)), "batch_size": int(batch_size),
                "reidkit_version": __version__}
+    made_by.update(GENERATOR.optional_member(gen, "weights") or {})  # e.g. the hub revision and commit the weights came from
     writer = _ChunkWriter(run_dir, tag, chunk_size, made_by, create=None if existing else publish_run)
     from reidkit.progress import progress_bar
 
