@@ -75,6 +75,10 @@ GPU_SUITE = (
     ("batched16-bf16-unipc20", dict(batch=16, images=32, scheduler="unipc", steps=20)),
     ("batched16-bf16-ddim50-channels_last-fuse_qkv", dict(batch=16, images=32, channels_last=True, fuse_qkv=True)),
     ("batched16-bf16-ddim50-compiled", dict(batch=16, images=32, channels_last=True, fuse_qkv=True, compile="default")),
+    # compile alone (the eager switches above slowed the UNet), then with a fast sampler: the same compiled graph
+    ("batched16-bf16-ddim50-compile-only", dict(batch=16, images=32, compile="default")),
+    ("batched16-bf16-dpmsolver20-compile-only", dict(batch=16, images=32, compile="default", scheduler="dpm-solver++",
+                                                     steps=20)),
 )
 CPU_SUITE = (("per-image", dict(batch=1)), ("batched", dict(batch=8)))
 

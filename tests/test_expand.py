@@ -286,7 +286,7 @@ BAD_FILE_BANK = "outfit-a: [red shirt, blue jeans]\noutfit-b: 7\n"
     # issue 14: dlcr's setting was not checked before its model load (offline: nothing may be fetched either)
     (["--generator", "dlcr", "--set", "steps=abc", "--device", "cpu"],
      "generator 'dlcr': setting 'steps' must be an integer >= 1, got 'abc'"),
-    (["--generator", "dlcr", "--set", "scheduler=pndm"], "generator 'dlcr': setting 'scheduler' must be one of ddim, model, got 'pndm'"),
+    (["--generator", "dlcr", "--set", "scheduler=pndm"], "generator 'dlcr': setting 'scheduler' must be one of ddim, dpm-solver++, unipc, model, got 'pndm'"),
     (["--generator", "dlcr", "--set", "attention_slicing=sometimes"],
      "generator 'dlcr': setting 'attention_slicing' must be true or false, got 'sometimes'"),
     (["--prompts", "templates", "--prompt-set", "pattern_rate=2"],

@@ -158,9 +158,16 @@ class DiffusionReidGenerator:
     def build_identity_prompts(self, store, groups: dict[int, np.ndarray], progress: bool = True) -> dict[int, str]:
         """pid -> identity prompt; captions every identity not yet in the store's identity-prompts part (resumable)."""
         from reidkit.store import chunks
+        from reidkit.store.build_once import built_once
 
         name = self.settings["prompts_name"] or "lpe"
         d = chunks.create_part(store, PROMPTS_KIND, name, {"settings": self._lpe_settings()}, must_match=("settings",))
+        with built_once(store.path, f"{PROMPTS_KIND}.{name}", f"the identity prompts '{name}'"):  # one rank captions
+            return self._caption_missing(store, groups, d, progress)
+
+    def _caption_missing(self, store, groups, d, progress) -> dict[int, str]:
+        from reidkit.store import chunks
+
         done = read_identity_prompts(d)
         todo = [p for p in groups if p not in done]
         if todo:

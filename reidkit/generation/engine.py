@@ -17,13 +17,19 @@ from reidkit.contracts import CONTRACTS, Setting, check_value
 from reidkit.errors import ReidkitError
 from reidkit.generation import seeding
 from reidkit.generation.bank import bank_exists, ensure_bank, outfit_key
-from reidkit.generation.contracts import GenerationItem, Verdict, parse_plugin_spec, resolve_settings
+from reidkit.generation.contracts import (
+    GenerationItem,
+    Verdict,
+    parse_plugin_spec,
+    resolve_settings,
+)
 from reidkit.generation.devices import check_device
 from reidkit.generation.masking import ensure_masks, mask_set_name, masker_plugin
 from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks, open_store
-from reidkit.store.lock import one_writer_per_run_shard
+from reidkit.store.build_once import built_once
 from reidkit.store.imagecodec import encode_png
+from reidkit.store.lock import one_writer_per_run_shard
 from reidkit.store.runs import KIND as RUN_KIND
 from reidkit.store.runs import GeneratedRun
 
@@ -230,7 +236,10 @@ def run_expand(store_path, *, generator: str = "recolor", prompts: str | None = 
     if needs_masks and MASKER.has(mask_cls, "existing"):  # existing masks write nothing: checked before the bank is built
         mask_set = ensure_masks(store, masker, mask_settings, sorted({i for i, _ in todo}), device=dev,
                                 batch_size=batch_size, tag=tag, show_progress=show_progress)
-    bank = None if planned is not None else ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
+    bank = None
+    if planned is None:  # one rank builds a missing bank while the others wait for it (torchrun/accelerate shards)
+        with built_once(store.path, f"bank.{recorded['bank']}", f"the clothing bank '{recorded['bank']}'"):
+            bank = ensure_bank(store, prompts, src_settings, device=dev, show_progress=show_progress)
     if needs_masks and mask_set is None:
         mask_set = ensure_masks(store, masker, mask_settings, sorted({i for i, _ in todo}), device=dev,
                                 batch_size=batch_size, tag=tag, show_progress=show_progress)
