@@ -11,7 +11,7 @@ import sys
 import click
 
 from reidkit._version import __version__
-from reidkit.errors import ReidkitError
+from reidkit.errors import DiskFullError, ReidkitError, disk_full_path, is_disk_full
 
 # name -> (module, attribute, one-line help). A command shows up once its module exists.
 BUILTIN_COMMANDS = {
@@ -141,10 +141,29 @@ def interrupted_message(args) -> str:
     return INTERRUPTED.get(name, "Interrupted.")
 
 
+# What to do after a write failed for lack of space, per command (what was written before is intact).
+DISK_FULL = {
+    "adapt": "free space and rerun the same command (no store was written; a store already there is unchanged)",
+    "train": "free space and rerun the same command with --resume (the run keeps its last finished checkpoint)",
+    "expand": "free space and rerun the same command to resume (finished chunks are kept)",
+    "mask": "free space and rerun the same command to resume (finished chunks are kept)",
+    "compact": "free space and rerun the same command (the run is unchanged until the compacted chunk is whole)",
+}
+
+
+def disk_full_message(exc, args) -> str:
+    """The one line after a write failed for lack of space: what was being written, and what to do."""
+    name = next((str(a) for a in args if not str(a).startswith("-")), None)
+    advice = DISK_FULL.get(name, "free space and rerun the same command")
+    return f"no space left on device writing {disk_full_path(exc, 'its output')}: {advice}"
+
+
 def main(argv=None):
     """Console entry point: exit 0 success, 1 failure, 2 usage error; one line per error."""
     if not debug_enabled():
         _quiet_offline_hub_notes()
+        # OpenCV logs its decoders' failures on stderr itself; reidkit reports a bad image in its own one line
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     try:
         cli.main(args=argv, prog_name="reidkit", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -152,8 +171,16 @@ def main(argv=None):
     except click.ClickException as exc:
         if debug_enabled():
             raise
-        if isinstance(exc, ReidkitError):
+        if isinstance(exc, DiskFullError):
+            exc.message = disk_full_message(exc, sys.argv[1:] if argv is None else argv)
+        elif isinstance(exc, ReidkitError):
             exc.message = without_hidden_trace(exc.message)
+        if type(exc) in (click.UsageError, click.BadParameter, click.MissingParameter, click.BadOptionUsage,
+                         click.BadArgumentUsage, click.NoSuchOption):
+            # one line, not click's usage block: what was wrong, and where the help is
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
@@ -162,6 +189,9 @@ def main(argv=None):
     except Exception as exc:
         if debug_enabled():
             raise
+        if is_disk_full(exc):  # a write that no command named: the file, where the error says it
+            click.echo(f"Error: {disk_full_message(exc, sys.argv[1:] if argv is None else argv)}", err=True)
+            sys.exit(1)
         message = without_hidden_trace(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         click.echo(f"Error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)

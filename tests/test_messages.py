@@ -2,7 +2,6 @@
 import json
 import re
 import shutil
-import time
 
 import click
 import pytest
@@ -106,22 +105,22 @@ def test_bank_or_mask_set_refusing_reuse_names_what_differs(world, tmp_path):
 
 # -- a failure before the first item leaves no empty run ------------------------------------------------------
 
-def test_missing_hub_model_offline_is_one_line_fast_and_leaves_no_run(world, tmp_path):
+def test_missing_hub_model_offline_is_one_line_and_leaves_no_run(world, tmp_path):
     pytest.importorskip("diffusers")
     store = fresh(world, tmp_path)
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "no-cache"), "HF_HOME": str(tmp_path / "no-home")}
-    start = time.monotonic()
     proc = run_console("expand", store, "--generator", "dlcr", "--prompts", "templates", "--masker", "store",
                        "--model", "no/such-model", "--name", "dlcr-try", "--variants", "1", "--limit", "1", "--device", "cpu",
                        env=env)
-    took = time.monotonic() - start
     errors = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("prompts templates:")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
     assert errors[0].startswith("Error: cannot load inpainting model 'no/such-model'") and "pass a local folder with --model" in errors[0]
     assert "in the Hugging Face cache" in errors[0] and "HF_HUB_OFFLINE forbids downloading" in errors[0]
     assert "stacktrace" not in proc.stderr.lower() and "traceback" not in proc.stderr.lower()
     assert "Couldn't connect to the Hub" not in proc.stderr
-    assert took < 45, f"took {took:.0f} s"  # imports only: no hub retries for a minute
+    # offline means no attempt at all (no hub retries): nothing was fetched, not even a partial download
+    assert not [p for p in (tmp_path / "no-cache").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "no-home").rglob("*") if p.is_file() and "hub" in p.parts]
     assert json.loads(run_console("info", store, "--json").stdout)["runs"] == {}
     assert not (store.parent / f"{store.name}.parts" / "runs" / "dlcr-try").exists()
 

@@ -1,6 +1,7 @@
 """``reidkit adapt NAME``: one subcommand per registered adapter."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -45,12 +46,38 @@ def check_name_length(out: Path):
                          f"bytes and the store's sidecar folder adds '{PARTS_SUFFIX}')")
 
 
+@contextlib.contextmanager
+def write_progress(total, description):
+    """``progress_bar``, except that on a pipe or a file a user error (bad images, a held lock) ends it without its
+    '(stopped)' line: the error's one line says all there is; other failures and Ctrl-C still get it."""
+    from rich.console import Console
+
+    from reidkit.errors import ReidkitError
+    from reidkit.progress import PlainProgress, progress_bar
+
+    if not total or Console(stderr=True).is_terminal:
+        with progress_bar(total, description) as update:
+            yield update
+        return
+    plain = PlainProgress(total, description, "img")
+    try:
+        yield plain.update
+    except ReidkitError:
+        raise
+    except BaseException:
+        plain.finish(stopped=True)
+        raise
+    plain.finish()
+
+
 def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings, as_json=False):
-    from reidkit.progress import progress_bar
+    from reidkit.errors import StoreError
     from reidkit.store.writer import check_output, check_scan_problems, write_store
 
     check_name_length(out)
     check_output(out, force)  # before scanning: a wrong --out fails at once
+    if not Path(out).parent.is_dir():
+        raise StoreError(f"the folder of --out is not a folder: {Path(out).parent} is a file; expected --out in a folder")
     if root is None and adapter_cls.needs_root and getattr(adapter_cls, "folder_names", ()):
         from reidkit.adapter import find_distributed_folder
 
@@ -61,7 +88,7 @@ def run_adapt(name, adapter_cls, root, out, force, skip_bad, settings, as_json=F
     layout.settings = {**dict(settings), **layout.settings, "adapter": name, "root": str(root) if root else None}
     check_scan_problems(layout, skip_bad)  # before the progress bar: a bad layout fails in one line
     total = layout.total if layout.total is not None else (len(layout.records) if hasattr(layout.records, "__len__") else None)
-    with progress_bar(total, f"adapt {name}") as update:
+    with write_progress(total, f"adapt {name}") as update:
         summary = write_store(out, layout, force=force, skip_bad=skip_bad, progress=lambda n: update(completed=n))
     click.echo(f"Wrote {summary.path} ({summary.images} images, fingerprint {summary.fingerprint})", err=True)
     if summary.skipped:

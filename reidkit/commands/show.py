@@ -30,7 +30,14 @@ def show(store, run_name, out, html_dir, masks, sources, seed, as_json):
         listed = ", ".join(f"{name} ({len(r)} items)" for name, r in runs.items())
         raise click.UsageError(f"which run? choose one of {store}'s runs with --run: {listed}")
     run = opened.run(run_name)
-    rows = gather(opened, run, choose_sources(run, sources, seed), masks)
+    try:
+        rows = gather(opened, run, choose_sources(run, sources, seed), masks)
+    except OSError as exc:  # h5py's message for a damaged chunk file names no file
+        from reidkit.errors import StoreError
+
+        raise StoreError(f"generated run '{run_name}' cannot be read: a chunk file under {run.dir} is damaged or truncated "
+                         f"({str(exc).splitlines()[0]}); expected the chunks 'reidkit expand' wrote (rerun it under a new "
+                         "--name)") from None
     sheet = write_sheet(rows, out or Path(f"{run_name}.png"))
     say(f"contact sheet: {sheet} ({len(rows)} originals, {sum(len(r) for r in rows)} cells)", as_json)
     kept = run.kept()

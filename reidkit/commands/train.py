@@ -109,7 +109,11 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     if not Path(store).exists():
         raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
     out = Path(out or Path("runs") / config["plugin"])
-    summary = run_training(store, config, out, resume=resume)
+    from reidkit.errors import disk_full_names
+    from reidkit.store.lock import one_writer_per_run_folder
+
+    with one_writer_per_run_folder(out), disk_full_names(out):  # one trainer per run folder; a full disk: one line
+        summary = run_training(store, config, out, resume=resume)
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports for everyone
     if as_json:  # the last epoch's log.csv row, plus where the run is

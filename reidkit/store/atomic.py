@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from reidkit.errors import DiskFullError, is_disk_full
+
 PARTIAL_MARK = ".partial-"
 
 
@@ -70,6 +72,25 @@ def remove_stale_partials(final: Path) -> int:
     return removed
 
 
+# Room kept free beyond what a write needs: HDF5's own structures, and the file system's blocks.
+SPACE_MARGIN = 1 << 20
+
+
+def require_space(partial: Path, need: int, final: Path):
+    """Refuse a write of about ``need`` bytes into ``partial`` (``DiskFullError`` naming ``final``) when its file
+    system has less room: HDF5 may crash (SIGSEGV) instead of raising when a variable-length write hits a full disk."""
+    import shutil
+
+    try:
+        usage = shutil.disk_usage(Path(partial).parent)
+    except OSError:
+        return
+    if usage.total == 0:
+        return  # a file system that reports no sizes (some FUSE mounts): let the write itself say
+    if usage.free < need + need // 8 + SPACE_MARGIN:
+        raise DiskFullError(final)
+
+
 def fsync_path(path: Path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -96,15 +117,18 @@ def publish(partial: Path, final: Path, *, replace: bool = False):
 
 @contextlib.contextmanager
 def atomic_output(final: Path, *, replace: bool = False):
-    """Yield a partial path to write; publish it on success, delete it on any failure."""
+    """Yield a partial path to write; publish it on success, delete it on any failure (a failure for lack of space
+    becomes ``DiskFullError`` naming ``final``)."""
     final = Path(final)
     remove_stale_partials(final)
     partial = partial_path(final)
     try:
         yield partial
         publish(partial, final, replace=replace)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            raise DiskFullError(final) from None  # one line naming the file; the previous state is untouched
         raise
 
 

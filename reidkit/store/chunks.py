@@ -275,6 +275,7 @@ def write_chunk(d: Path, tag: str, columns: dict, attrs: dict | None = None) -> 
     chunks.mkdir(parents=True, exist_ok=True)
     final = chunks / f"{tag}-{_next_seq(d, tag):06d}.h5"
     with atomic.atomic_output(final) as partial:
+        atomic.require_space(partial, _size_of(columns), final)
         with h5py.File(partial, "w") as h5:
             for name, values in columns.items():
                 _write_column(h5, name, values)
@@ -285,6 +286,15 @@ def write_chunk(d: Path, tag: str, columns: dict, attrs: dict | None = None) -> 
     except OSError:  # the chunk is published; the index is only a cache (readers open what it lacks)
         pass
     return final
+
+
+def _size_of(columns: dict) -> int:
+    """About how many bytes the chunk's columns take (bytes and text as they are, numbers 8 each)."""
+    total = 0
+    for values in columns.values():
+        for v in values:
+            total += len(v) if isinstance(v, (bytes, bytearray, memoryview, str)) else 8
+    return total
 
 
 def _write_column(h5, name, values):

@@ -110,6 +110,7 @@ def compact_part(d: Path) -> dict:
     if len(files) > 1:
         entries, counts, layout = _plan(d, files)
         final = d / "chunks" / f"{chunks.COMPACT_TAG}-{chunks._next_seq(d, chunks.COMPACT_TAG):06d}.h5"
+        atomic.require_space(final, before["bytes"], final)  # room for the copy, checked before HDF5 meets a full disk
         atomic.write_json_atomic(chunks.lineage_path(final), {"chunk": final.name, "replaces": entries})
         with atomic.atomic_output(final) as partial:
             _write_compacted(partial, files, counts, layout, len(files))

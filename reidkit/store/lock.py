@@ -43,6 +43,10 @@ class WriterLock:
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                     return self  # a read-only place: nothing can be written there, so there is nothing to guard
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    from reidkit.errors import DiskFullError
+
+                    raise DiskFullError(self.path) from None
                 raise StoreError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -145,3 +149,21 @@ def _run_shard_key(a: dict):
     if not store.is_file():
         raise FileNotFoundError(store)  # run_expand says the store is missing
     return (store, f"runs.{name}.{tag}"), f"generated run '{name}' (chunks '{tag}') of {store}"
+
+
+def one_writer_per_run_folder(out: Path):
+    """The lock of a training run folder (``.NAME.lock`` beside it): a second ``train`` into the same ``--out`` is
+    refused while one runs. Taken by the main process only (torchrun's other ranks write nothing there)."""
+    import contextlib
+
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    out = Path(out)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)  # the run makes it anyway; the lock lives there
+    return writer_lock(out, f"training run {out}")
+
+
+def one_writer_per_mask_set(store_path: Path, name: str):
+    """The lock of a computed mask set (``.STORE.masks.NAME.lock`` beside the store): a second ``mask`` writing the
+    same set is refused while one runs."""
+    return writer_lock(Path(store_path), f"mask set '{name}' of {store_path}", key=f"masks.{name}")

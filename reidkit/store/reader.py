@@ -19,6 +19,16 @@ def parts_dir_of(path: Path) -> Path:
     return path.with_name(path.name + PARTS_SUFFIX)
 
 
+def _indices(values, n: int, what: str) -> np.ndarray:
+    """Store image indices read from the file: a 1-D integer array within 0..n-1, else ValueError."""
+    values = np.asarray(values)
+    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
+        raise ValueError(f"{what} is not a list of image indices")
+    if values.size and (values.min() < 0 or values.max() >= n):
+        raise ValueError(f"{what} holds image indices outside 0..{n - 1}")
+    return values
+
+
 class Store:
     """A read-only view of one store file and its published sidecar parts.
 
@@ -45,17 +55,28 @@ class Store:
             h5 = h5py.File(self.path, "r")
         except OSError:
             raise StoreError(f"{self.path} is not a reidkit store (not an HDF5 file, or truncated)") from None
-        with h5:
-            if h5.attrs.get("format") != FORMAT_NAME:
-                raise StoreError(f"{self.path} is an HDF5 file but not a reidkit store (no '{FORMAT_NAME}' format attribute)")
-            version = int(h5.attrs.get("schema_version", -1))
-            if version != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has store schema version {version}; this reidkit reads version {SCHEMA_VERSION} "
-                    "(re-create the store with 'reidkit adapt')"
-                )
-            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-            self._load_columns(h5)
+        try:
+            with h5:
+                if h5.attrs.get("format") != FORMAT_NAME:
+                    raise StoreError(f"{self.path} is an HDF5 file but not a reidkit store (no '{FORMAT_NAME}' format attribute)")
+                version = int(h5.attrs.get("schema_version", -1))
+                if version != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has store schema version {version}; this reidkit reads version {SCHEMA_VERSION} "
+                        "(re-create the store with 'reidkit adapt')"
+                    )
+                self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+                self._load_columns(h5)
+                for name in ("dataset", "fingerprint"):
+                    if not isinstance(self.attrs.get(name), str):
+                        raise ValueError(f"attribute '{name}' missing or not text")
+                self.settings, self.protocols, self.skipped  # parsed now: damaged JSON fails here, not later
+        except StoreError:
+            raise
+        except Exception as exc:  # h5py/HDF5 report damage as OSError, KeyError, RuntimeError, ValueError, ...
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StoreError(f"{self.path} is a damaged reidkit store ({type(exc).__name__}: {detail}); "
+                             "re-create it with 'reidkit adapt'") from None
 
     def _load_columns(self, h5):
         images = h5["images"]
@@ -66,15 +87,19 @@ class Store:
             cols[name] = images[name][()].astype(bool)
         for name in STR_COLUMNS:
             cols[name] = np.array(images[name].asstr()[()], dtype=object)
+        lengths = {name: np.shape(col) for name, col in cols.items()}
+        n = len(cols["pid"])
+        if any(shape != (n,) for shape in lengths.values()):
+            raise ValueError(f"image columns differ in shape: {lengths}")
         self.columns = cols
-        self.splits = {name: ds[()] for name, ds in h5["splits"].items()}
+        self.splits = {name: _indices(ds[()], n, f"split '{name}'") for name, ds in h5["splits"].items()}
         self.base_masks = {}
         for name, group in h5["masks"].items():
             self.base_masks[name] = {
                 "labels": json.loads(group.attrs["labels"]),
                 "clothing": json.loads(group.attrs["clothing"]),
                 "masker": group.attrs.get("masker", "dataset"),
-                "index": group["index"][()],
+                "index": _indices(group["index"][()], n, f"mask set '{name}'"),
             }
 
     @property

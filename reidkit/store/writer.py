@@ -182,6 +182,7 @@ def _write_store_until(out: Path, layout: DatasetLayout, *, skip_bad: bool, forc
                 if not pending:
                     return
                 n = len(pending)
+                atomic.require_space(partial, sum(len(d) + (len(m) if mask_ds is not None else 0) for _, d, m in pending), out)
                 data_ds.resize((written + n,))
                 data_ds[written : written + n] = [np.frombuffer(d, dtype=np.uint8) for _, d, _ in pending]
                 if mask_ds is not None:
