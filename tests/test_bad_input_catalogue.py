@@ -602,9 +602,7 @@ def _(c):
     return ["adapt", "synthetic", "--out", c.tmp / ("s" * 300 + ".h5"), "--ids", "4"]
 
 
-@row("train-out-under-a-file", "blocker", marks=pytest.mark.xfail(strict=True, reason=(
-    "reidkit/commands/train.py + store/lock.py one_writer_per_run_folder (not ours to edit): mkdir of --out's "
-    "parent raises NotADirectoryError, reported by the catch-all")))
+@row("train-out-under-a-file", "blocker")
 def _(c):
     return ["train", c.store(), *TRAIN, "--epochs", "1", "--out", c.under_a_file("run")]
 

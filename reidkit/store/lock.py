@@ -159,6 +159,10 @@ def one_writer_per_run_folder(out: Path):
     if os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
     out = Path(out)
+    blocker = next((p for p in out.absolute().parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():  # e.g. --out somefile/run: say so, not NotADirectoryError
+        raise StoreError(f"cannot write the training run {out}: {blocker} is a file, not a folder "
+                         "(expected --out inside a folder)")
     out.absolute().parent.mkdir(parents=True, exist_ok=True)  # the run makes it anyway; the lock lives there
     return writer_lock(out, f"training run {out}")
 
