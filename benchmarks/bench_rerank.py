@@ -15,12 +15,18 @@ also runs the dense reference (the authors' / torchreid's re_ranking, float32)
 and reports the largest difference of final distances. --device cuda runs the
 k-NN pass (and the distances) on the GPU.
 
+--scale msmt-quarter / msmt-half: MSMT17's numbers of queries and gallery
+items divided by 4 / 2 (same persons and cameras ratios), to compare methods
+before a full-scale run. Each run records the load average before and after
+(the machine is shared: CPU time is the steadier measure).
+
     python benchmarks/bench_rerank.py --scale msmt [--kind random --kind clustered] [--full] [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -158,8 +164,10 @@ def main():
     for scale in args.scale or ["msmt"]:
         for kind in args.kind or list(KINDS):
             q, g, q_pids, g_pids, q_cams, g_cams = make_data(scale, kind, args.dim, args.seed)
-            run = {"scale": scale, "kind": kind, "queries": len(q), "gallery": len(g), "dim": q.shape[1], "device": args.device}
+            run = {"scale": scale, "kind": kind, "queries": len(q), "gallery": len(g), "dim": q.shape[1], "device": args.device,
+                   "load_average_before": os.getloadavg()}
             run["knn_pass"] = bench_knn(q, g, args.old_rows, args.device)
+            run["load_average_after"] = os.getloadavg()
             print(json.dumps(run, indent=1), flush=True)
             if args.dense and scale == "market":
                 run["dense"], dense = run_dense(q, g, q_pids, g_pids, q_cams, g_cams)

@@ -26,6 +26,9 @@ import numpy as np
 SCALES = {  # queries, gallery, identities, cameras, distractors in the gallery
     "market": (3368, 15913, 750, 6, 2793),
     "msmt": (11659, 82161, 3060, 15, 0),  # MSMT17's test split: 3,060 of its 4,101 identities
+    # MSMT17 reduced (same persons / cameras ratios): to choose methods before a full-scale run
+    "msmt-half": (5830, 41080, 1530, 15, 0),
+    "msmt-quarter": (2915, 20540, 765, 15, 0),
 }
 KINDS = ("random", "clustered")
 DEFAULT_DIM = {"random": 2048, "clustered": 256}

@@ -82,3 +82,27 @@ def test_knn_pass_in_blocks_equals_a_full_stable_sort(rows, dtype):
         knn, row_max = _knn_pass(computer, feats, k, rows)
         np.testing.assert_array_equal(knn, np.argsort(d2, axis=1, kind="stable")[:, :k])
         np.testing.assert_array_equal(row_max, d2.max(1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [4, 9, 64])
+def test_cosine_knn_pass_with_exact_ties_equals_a_full_stable_sort(rows, dtype):
+    # Four entries of +-1 per vector: normalised entries are +-0.5, so every cosine dot product is a multiple of 1/4,
+    # exact in any order and either type: many exactly equal distances (and duplicates), which the blocked pass
+    # (upper-triangle blocks used twice, running lists, entries filtered against each row's farthest kept one) must
+    # order by index like a stable sort of each whole row, with the exact row maxima.
+    from reidkit.evaluation.distance import DistanceComputer
+    from reidkit.evaluation.rerank import _knn_pass
+
+    rng = np.random.default_rng(rows)
+    feats = np.zeros((60, 6), dtype)
+    for r in range(60):
+        feats[r, rng.choice(6, 4, replace=False)] = rng.choice([-1.0, 1.0], 4)
+    feats[20:26] = feats[2]
+    computer = DistanceComputer(feats, "cosine")
+    d2 = computer.self_block(slice(None), slice(None)).square_().numpy()
+    assert len(np.unique(d2)) < 10  # ties everywhere
+    for k in (1, 5, 21):
+        knn, row_max = _knn_pass(computer, feats, k, rows)
+        np.testing.assert_array_equal(knn, np.argsort(d2, axis=1, kind="stable")[:, :k])
+        np.testing.assert_array_equal(row_max, d2.max(1))
