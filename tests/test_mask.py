@@ -116,3 +116,20 @@ def test_other_masker_settings_make_another_mask_set(world, tmp_path):
     # a stored set by name, through the store masker
     run_expand(store, masker="store", masker_settings={"set": "heuristic"}, variants=1, limit=2, name="c", show_progress=False)
     assert s.run("c").info["settings"]["mask_set"] == "heuristic"
+
+
+
+def test_heuristic_mask_does_not_depend_on_what_was_masked_before(tmp_path):
+    """GrabCut draws its k-means start from OpenCV's process-wide RNG: without a reset per image, a resumed or
+    sharded mask run (other images masked first) gives other masks than one uninterrupted run."""
+    from reidkit.plugins.maskers.heuristic import HeuristicMasker
+    from tests.helpers import make_world
+
+    store = reidkit.open_store(make_world(tmp_path / "w.h5", ids=4, outfits=2, cameras=2))
+    images = [store.image(i) for i in range(6)]
+    masker = HeuristicMasker(dict(HeuristicMasker.defaults), "cpu")
+    alone = masker.label_map(images[5])
+    for im in images[:5]:  # what an uninterrupted run masked first
+        masker.label_map(im)
+    assert np.array_equal(masker.label_map(images[5]), alone)
+    assert np.array_equal(masker.label_maps(images[::-1])[0], alone)

@@ -58,6 +58,7 @@ class HeuristicMasker:
         m[:, :b] = cv2.GC_BGD
         m[:, w - b:] = cv2.GC_BGD
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: reset, so a mask never depends on call order
         try:
             cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), m, None, bgd, fgd, int(s["iterations"]), cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # flat images: GrabCut cannot fit colour models; fall back to the prior

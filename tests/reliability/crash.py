@@ -115,3 +115,16 @@ def visible_files(folder: Path) -> list[str]:
     """Files a user (or a reader) sees: hidden partial and lock files excluded."""
     return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+# the worlds, runs and trainings the reliability tests interrupt (small enough for CI, big enough for several chunks)
+WORLD = ("--ids", "24", "--outfits", "3", "--cameras", "3", "--shots", "2", "--height", "64", "--width", "32")
+SMALL_WORLD = ("--ids", "8", "--outfits", "2", "--cameras", "2", "--height", "64", "--width", "32")
+EXPAND = ("--variants", "3", "--chunk-size", "4", "--batch-size", "4", "--name", "r", "--seed", "5")
+
+
+def train_args(backbone: str, epochs: int) -> tuple:
+    """A tiny CPU training run: one step per epoch, no workers, no downloads."""
+    return ("--plugin", "baseline", "--backbone", backbone, "--weights", "none", "--batch", "2,2", "--height", "32",
+            "--width", "16", "--num-workers", "0", "--device", "cpu", "--amp", "none", "--epochs", str(epochs),
+            "--steps-per-epoch", "1")

@@ -6,15 +6,11 @@ import shutil
 import pytest
 
 from reidkit.errors import StoreError
-from tests.reliability.crash import h5_content, kill_at, kill_moment, run, timed_run, trials, visible_files
+from tests.reliability.crash import (EXPAND, SMALL_WORLD, WORLD, h5_content, kill_at, kill_moment, run, timed_run, train_args,
+                                     trials, visible_files)
 
-WORLD = ("--ids", "24", "--outfits", "3", "--cameras", "3", "--shots", "2", "--height", "64", "--width", "32")
-SMALL_WORLD = ("--ids", "8", "--outfits", "2", "--cameras", "2", "--height", "64", "--width", "32")
-EXPAND = ("--variants", "3", "--chunk-size", "4", "--batch-size", "4", "--name", "r", "--seed", "5")
 EPOCHS = 3
-TRAIN = ("--plugin", "baseline", "--backbone", "resnet18", "--weights", "none", "--batch", "2,2", "--height", "32",
-         "--width", "16", "--num-workers", "0", "--device", "cpu", "--amp", "none", "--epochs", str(EPOCHS),
-         "--steps-per-epoch", "1")
+TRAIN = train_args("resnet18", EPOCHS)
 
 
 def _leftovers(folder):

@@ -6,10 +6,9 @@ import shutil
 
 import pytest
 
-from tests.reliability.crash import kill_at, kill_moment, run, timed_run, trials, visible_files
+from tests.reliability.crash import WORLD, kill_at, kill_moment, run, timed_run, trials, visible_files
 from tests.reliability.test_crash_trials import _open_every_part
 
-WORLD = ("--ids", "24", "--outfits", "3", "--cameras", "3", "--shots", "2", "--height", "64", "--width", "32")
 TINY_WORLD = ("--ids", "4", "--outfits", "2", "--cameras", "2", "--height", "64", "--width", "32")
 MASK = ("--masker", "heuristic", "--split", "all", "--batch-size", "16")  # 432 images: chunks of 256 and 176
 

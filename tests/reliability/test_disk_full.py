@@ -17,16 +17,11 @@ import pytest
 
 from reidkit.store.atomic import SPACE_MARGIN
 from reidkit.training.checkpoint import checkpoint_dirs
-from tests.reliability.crash import env, h5_content, run
+from tests.reliability.crash import EXPAND, SMALL_WORLD, WORLD, env, h5_content, run, train_args
 from tests.reliability.test_crash_trials import _open_every_part, _run_items
 
-ADAPT_WORLD = ("--ids", "24", "--outfits", "3", "--cameras", "3", "--shots", "2", "--height", "64", "--width", "32")
-SMALL_WORLD = ("--ids", "8", "--outfits", "2", "--cameras", "2", "--height", "64", "--width", "32")
-EXPAND = ("--variants", "3", "--chunk-size", "4", "--batch-size", "4", "--name", "r", "--seed", "5")
 EPOCHS = 2
-TRAIN = ("--plugin", "baseline", "--backbone", "resnet10t", "--weights", "none", "--batch", "2,2", "--height", "32",
-         "--width", "16", "--num-workers", "0", "--device", "cpu", "--amp", "none", "--epochs", str(EPOCHS),
-         "--steps-per-epoch", "1")
+TRAIN = train_args("resnet10t", EPOCHS)
 
 # Runs reidkit's main with one low-level write made to fail for lack of space after FAULT_AFTER successful calls.
 FAULTY = r"""
@@ -119,7 +114,7 @@ def folder_bytes(folder) -> int:
 @pytest.fixture(scope="module")
 def adapt_reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("df-adapt")
-    run(["adapt", "synthetic", "--out", d / "w.h5", *ADAPT_WORLD])
+    run(["adapt", "synthetic", "--out", d / "w.h5", *WORLD])
     return h5_content(d / "w.h5"), (d / "w.h5").stat().st_size
 
 
@@ -129,7 +124,7 @@ def test_adapt_out_of_space_keeps_the_previous_store(adapt_reference, tmp_path, 
     out = tmp_path / "w.h5"
     run(["adapt", "synthetic", "--out", out, *SMALL_WORLD])  # the previous state: a smaller store under that name
     before = out.read_bytes()
-    args = ["adapt", "synthetic", "--out", out, "--force", *ADAPT_WORLD]
+    args = ["adapt", "synthetic", "--out", out, "--force", *WORLD]
     failed = run_with_fault(args, at, after)
     assert_disk_full_line(failed, out, " (no store was written")
     assert out.read_bytes() == before  # the previous store, untouched
@@ -145,7 +140,7 @@ def test_adapt_on_a_full_file_system(adapt_reference, tmpfs):
     out = fs.path / "w.h5"
     run(["adapt", "synthetic", "--out", out, *SMALL_WORLD])
     before = out.read_bytes()
-    args = ["adapt", "synthetic", "--out", out, "--force", *ADAPT_WORLD]
+    args = ["adapt", "synthetic", "--out", out, "--force", *WORLD]
     assert_disk_full_line(run_console(args), out, " (no store was written")
     assert out.read_bytes() == before
     assert os.listdir(fs.path) == ["w.h5"]
