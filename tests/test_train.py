@@ -118,10 +118,13 @@ def test_pairing_gives_each_real_image_one_variant_of_itself_within_the_pool(wor
     s = IdentityBatchSampler(items, 2, 2, seed=1, variant_limit=lambda e, v: 2)
     seen = set()
     for batch in s.batches(0) + s.batches(3):
-        ids = [i for i, _ in batch]
+        assert len(batch) == 8  # fixed shape: 2 x P x K, a real image without variants padded (~item), not dropped
+        padding = [~i for i, _ in batch if i < 0]
+        ids = [i for i, _ in batch if i >= 0]
         real = [i for i in ids if items.kind[i] == REAL]
         gen = [i for i in ids if items.kind[i] == GENERATED]
-        assert len(real) == 4
+        assert len(real) == 4 and len(gen) + len(padding) == 4
+        assert all(p in real and p == 0 for p in padding)  # only image 0 has no kept variant
         by_source = {int(items.source[g]): g for g in gen}
         assert len(by_source) == len(gen)
         for r in real:
@@ -173,8 +176,8 @@ def test_generated_images_stay_out_of_the_clothes_losses():
     real_batch = {k: v[:2] for k, v in batch.items()}
     _, real_parts = strategy.loss(real, real_batch, epoch=0)
     assert float(aux["clothes"]) == pytest.approx(float(strategy.auxiliary_losses(real, real_batch, epoch=0)["clothes"]))
-    assert parts["cal"] == pytest.approx(real_parts["cal"])
-    assert parts["id"] != pytest.approx(real_parts["id"])  # generated images do join the identity loss
+    assert float(parts["cal"]) == pytest.approx(float(real_parts["cal"]))
+    assert float(parts["id"]) != pytest.approx(float(real_parts["id"]))  # generated images do join the identity loss
 
 
 def test_cal_schedule_switches_on_at_the_start_epochs():

@@ -33,12 +33,12 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path, l
     cmd = [*LAUNCHERS[launcher], "-m", "reidkit.cli",
            "train", str(store), "--plugin", "cal", "--backbone", "resnet18", "--weights", "none", "--epochs", "2", "--batch", "2,2",
            "--height", "64", "--width", "32", "--out", str(out), "--num-workers", "0", "--device", "cpu",
-           "--steps-per-epoch", "2", "--seed", "3", "--config", str(tmp_path / "cal.yaml")]
+           "--steps-per-epoch", "2", "--seed", "3", "--config", str(tmp_path / "cal.yaml"), "--check-sync"]
     # cwd away from the repository root, so `-m reidkit.cli` runs the installed package
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((out / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    assert set(ranks[0]) == {"1", "2"} and ranks[0] == ranks[1]  # identical parameters on both ranks, every epoch
+    assert set(ranks[0]) == {"1", "2"} and ranks[0] == ranks[1]  # identical parameters on both ranks, every epoch (--check-sync)
     assert ranks[0]["1"] != ranks[0]["2"]  # and they did train
     log = (out / "log.csv").read_text().splitlines()
     assert "clothes" in log[0] and "cal" in log[0].split(",")  # both CAL terms ran under DDP

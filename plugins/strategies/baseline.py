@@ -45,14 +45,15 @@ class BaselineStrategy:
         from reidkit.training.losses import batch_hard_triplet, label_smoothed_ce
 
         s = self.settings
-        losses = {"id": label_smoothed_ce(outputs["logits"], batch["label"], s["label_smoothing"])}
+        valid = batch.get("valid")  # padding rows of a paired batch (progressive) count in no loss
+        losses = {"id": label_smoothed_ce(outputs["logits"], batch["label"], s["label_smoothing"], valid)}
         if s["triplet_weight"]:
-            losses["triplet"] = s["triplet_weight"] * batch_hard_triplet(outputs["feat"], batch["label"], s["triplet_margin"])
+            losses["triplet"] = s["triplet_weight"] * batch_hard_triplet(outputs["feat"], batch["label"], s["triplet_margin"], valid)
         return losses
 
     def loss(self, outputs, batch, epoch):
         losses = self.identity_losses(outputs, batch)
-        return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+        return sum(losses.values()), {k: v.detach() for k, v in losses.items()}  # tensors: the engine reads them back in bulk
 
     def lr_factor(self, epoch):
         s = self.settings

@@ -73,7 +73,7 @@ class CalStrategy(BaselineStrategy):
         """Losses stepped on their own optimiser before ``loss``: the clothes classifier's, from its start epoch."""
         from reidkit.training.losses import label_smoothed_ce
 
-        real = batch["clothes"] >= 0  # generated images have no clothes label
+        real = batch["clothes"] >= 0  # generated images (and padding rows) have no clothes label
         if epoch < self.settings["clothes_start_epoch"] or not real.any():
             return {}
         logits = self.settings["clothes_scale"] * outputs["clothes_cos"][real]
@@ -98,4 +98,4 @@ class CalStrategy(BaselineStrategy):
             else:
                 losses["cal_inactive"] = 0.0 * cal  # zero gradient before the start epoch, as CAL (which leaves it out)
         total = sum(losses.values())
-        return total, {k: float(v.detach()) for k, v in losses.items() if k != "cal_inactive"}
+        return total, {k: v.detach() for k, v in losses.items() if k != "cal_inactive"}

@@ -51,7 +51,14 @@ def parse_batch(value):
 @click.option("--lr", type=click.FloatRange(min=0), default=None, help="Base learning rate (Adam). [default: strategy's: 3.5e-4 for all]")
 @click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None,
               help="Mixed precision on GPU (auto: bf16 where supported, else fp16; CPU runs never use it). [default: auto]")
-@click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data-loading processes (0: load in the training process). [default: 2]")
+@click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data-loading processes (0: load in the training process). "
+                                                                       "[default: min(8, CPUs / processes on this machine)]")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Save a checkpoint every N epochs (the last epoch "
+                                                                               "always). [default: 1]")
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), default=None, help="Checkpoint folders kept (the newest). [default: 2]")
+@click.option("--check-sync/--no-check-sync", "check_sync", default=None, help="Hash every rank's parameters after each epoch "
+                                                                         "and compare them (ranks/rank-R.json). [default: off]")
+@click.option("--compile/--no-compile", "compile_model", default=None, help="torch.compile the model (opt-in). [default: off]")
 @click.option("--eval-every", type=click.IntRange(min=0), default=None, help="Evaluate every N epochs (0: never during training). [default: 0]")
 @click.option("--steps-per-epoch", "max_steps_per_epoch", type=click.IntRange(min=1), default=None,
               help="Cap batches per epoch (quick runs). [default: no cap: every batch of the epoch]")
@@ -59,7 +66,8 @@ def parse_batch(value):
                                           "(alone with --out: with the run's own settings). [default: off]")
 @json_option
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
-          images_per_id, height, width, lr, amp, num_workers, eval_every, max_steps_per_epoch, resume, as_json):
+          images_per_id, height, width, lr, amp, num_workers, checkpoint_every, keep_checkpoints, check_sync, compile_model, eval_every,
+          max_steps_per_epoch, resume, as_json):
     """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
@@ -92,7 +100,8 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
         file_source = str(Path(out) / "config.yaml")
     overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
                  "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
-                 "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "eval_every": eval_every,
+                 "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "checkpoint_every": checkpoint_every,
+                 "keep_checkpoints": keep_checkpoints, "check_sync": check_sync, "compile": compile_model, "eval_every": eval_every,
                  "max_steps_per_epoch": max_steps_per_epoch}
     config = resolve_config(plugin, file_settings, overrides, file_source=file_source)
     config["backbone"] = backbone_settings(config, backbone)

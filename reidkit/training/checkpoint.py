@@ -3,6 +3,7 @@ state.pt, log.csv} published whole, and model.safetensors at the top (the latest
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
@@ -103,32 +104,98 @@ def publish_epoch(out: Path, epoch: int, write, keep: int = 2) -> Path:
     return final
 
 
+def _cpu_copy(value):
+    """Tensors (nested in dicts, lists, tuples) copied to the CPU, never shared with the live ones."""
+    import torch
+
+    if torch.is_tensor(value):
+        value = value.detach()
+        return value.clone() if value.device.type == "cpu" else value.to("cpu")
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+def snapshot(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None) -> dict:
+    """Everything a checkpoint holds, copied now (CPU tensors, the log's bytes), so that training may go on while
+    :func:`write_snapshot` writes it."""
+    import copy
+
+    import torch
+
+    log = Path(out) / LOG_FILE
+    weights = {k: _cpu_copy(v).contiguous() for k, v in model.state_dict().items()}  # copies, even on the CPU
+    return {"epoch": epoch, "weights": weights, "log": log.read_bytes() if log.is_file() else None,
+            "state": {"epoch": epoch, "optimizer": _cpu_copy(optimizer.state_dict()),
+                      "scheduler": copy.deepcopy(scheduler.state_dict()), "torch_rng": torch.get_rng_state(),
+                      **_cpu_copy(extra or {})}}
+
+
+def write_snapshot(out: Path, snap: dict, keep: int = 2):
+    """Publish a :func:`snapshot` as ``checkpoints/epoch-NNNN`` (``publish_epoch``), then replace the top-level
+    ``model.safetensors`` atomically."""
+    import torch
+
+    out = Path(out)
+    metadata = {"epoch": str(snap["epoch"]), "format": "reidkit"}
+    weights_bytes = safetensors_bytes(snap["weights"], metadata)
+
+    def write(folder: Path):
+        (folder / MODEL_FILE).write_bytes(weights_bytes)
+        torch.save(snap["state"], folder / STATE_FILE)
+        if snap["log"] is not None:
+            (folder / LOG_FILE).write_bytes(snap["log"])  # the log as of this checkpoint: restored on resume
+
+    folder = publish_epoch(out, snap["epoch"], write, keep)
+    with atomic.atomic_output(out / MODEL_FILE, replace=True) as partial:
+        try:  # the checkpoint's own file, hard-linked: no second copy to write (files are only ever replaced, never edited)
+            os.link(folder / MODEL_FILE, partial)
+        except OSError:  # a filesystem without hard links
+            Path(partial).write_bytes(weights_bytes)
+    for legacy in (out / STATE_FILE,):  # a run from before checkpoint folders: its pair is superseded
+        legacy.unlink(missing_ok=True)
+
+
 def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None, keep: int = 2):
-    """Publish weights + training state + log as one unit (``publish_epoch``).
+    """Publish weights + training state + log as one unit (``publish_epoch``), in the calling thread.
 
     A kill at any moment leaves a resumable run; ``model.safetensors`` at the top (what eval and inference read)
     is then replaced atomically.
     """
-    import shutil
+    write_snapshot(out, snapshot(out, model, optimizer, scheduler, epoch, extra), keep)
 
-    import torch
 
-    out = Path(out)
-    weights = model_state(model)
-    metadata = {"epoch": str(epoch), "format": "reidkit"}
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, one at a time: ``submit`` waits for the previous one first, and
+    an error of the writing thread (a full disk, an interrupt) is raised by the next ``submit`` or ``wait``. The
+    thread is not a daemon: an interpreter exiting on Ctrl-C still finishes the folder it was writing (a kill
+    leaves the previous checkpoint whole, as ever)."""
 
-    def write(folder: Path):
-        (folder / MODEL_FILE).write_bytes(safetensors_bytes(weights, metadata))
-        state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), **(extra or {})}
-        torch.save(state, folder / STATE_FILE)
-        if (out / LOG_FILE).is_file():
-            shutil.copy2(out / LOG_FILE, folder / LOG_FILE)  # the log as of this checkpoint: restored on resume
+    def __init__(self):
+        self.thread, self.error = None, None
 
-    publish_epoch(out, epoch, write, keep)
-    write_safetensors(out / MODEL_FILE, weights, metadata)
-    for legacy in (out / STATE_FILE,):  # a run from before checkpoint folders: its pair is superseded
-        legacy.unlink(missing_ok=True)
+    def _run(self, write):
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+            self.error = exc
+
+    def submit(self, write):
+        import threading
+
+        self.wait()
+        self.thread = threading.Thread(target=self._run, args=(write,), name="reidkit-checkpoint")
+        self.thread.start()
+
+    def wait(self, raise_error=True):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        error, self.error = self.error, None
+        if error is not None and raise_error:
+            raise error
 
 
 def load_weights(out: Path) -> tuple[dict, int]:

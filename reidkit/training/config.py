@@ -8,8 +8,15 @@ from reidkit.errors import ReidkitError
 
 # settings every strategy shares; the strategy's own defaults come on top
 COMMON = {
-    "seed": 0, "device": "auto", "amp": "auto", "num_workers": 2, "generated": [], "eval_every": 0,
-    "checkpoint_every": 1, "eval_protocols": None, "eval_batch_size": 128,
+    "seed": 0, "device": "auto", "amp": "auto",
+    "num_workers": None,  # null: min(8, CPUs available / processes on this machine) (default_workers)
+    "generated": [], "eval_every": 0,
+    "checkpoint_every": 1,  # a checkpoint every N epochs, and always after the last one
+    "keep_checkpoints": 2,  # the last K checkpoint folders stay
+    "log_every_steps": 20,  # losses stay on the device and are read back (logged, checked for NaN/inf) every N steps
+    "check_sync": False,  # true: every rank hashes its parameters after each epoch (ranks/rank-R.json), compared across ranks
+    "compile": False,  # true: torch.compile the model
+    "eval_protocols": None, "eval_batch_size": 128,
     "max_steps_per_epoch": None, "init_from": None,
     "scale_schedule": False,  # true: every epoch-valued setting scaled by epochs / the strategy's default epochs
 }
@@ -18,7 +25,21 @@ EPOCH_SETTINGS = ("warmup_epochs", "milestones", "clothes_start_epoch", "adversa
 # written by the engine into config.yaml (facts about the run, not settings)
 DERIVED_KEYS = ("store", "store_fingerprint", "data", "versions", "world_size")
 # may change between a run and its --resume (the rest must match)
-RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_every", "checkpoint_every", "eval_protocols", "eval_batch_size", "amp"}
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_every", "checkpoint_every", "eval_protocols", "eval_batch_size", "amp",
+                     "keep_checkpoints", "log_every_steps", "check_sync", "compile"}
+
+
+def default_workers() -> int:
+    """DataLoader workers when ``num_workers`` is not set: min(8, the CPUs this process may use / the processes
+    started on this machine (LOCAL_WORLD_SIZE under torchrun / accelerate))."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    per_machine = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(8, cpus // per_machine))
 
 
 def strategy_factory(name: str):
@@ -86,7 +107,8 @@ OPTION_NAMES = {"max_steps_per_epoch": "--steps-per-epoch"}
 # int list, float list. None is allowed only for the keys in NULLABLE. Keys a strategy does not have are skipped.
 NUMERIC_SETTINGS = {
     "epochs": ("int", 1), "seed": ("int", 0), "num_workers": ("int", 0), "eval_every": ("int", 0),
-    "checkpoint_every": ("int", 1), "eval_batch_size": ("int", 1), "max_steps_per_epoch": ("int", 1),
+    "checkpoint_every": ("int", 1), "keep_checkpoints": ("int", 1), "log_every_steps": ("int", 1),
+    "eval_batch_size": ("int", 1), "max_steps_per_epoch": ("int", 1),
     "ids_per_batch": ("int", 2), "images_per_id": ("int", 1), "height": ("int", 8), "width": ("int", 8),
     "warmup_epochs": ("int", 0), "clothes_start_epoch": ("int", 0), "adversarial_start_epoch": ("int", 0),
     "milestones": ("int list", 0), "progress_epochs": ("int list", 0),
@@ -96,8 +118,8 @@ NUMERIC_SETTINGS = {
     "clothes_lr": ("float", 0), "clothes_weight_decay": ("float", 0),
     "progress_fractions": ("float list", 0, True, 1),
 }
-NULLABLE = {"max_steps_per_epoch", "clothes_lr", "clothes_weight_decay"}
-BOOLEAN_SETTINGS = ("scale_schedule", "classifier_bias")
+NULLABLE = {"max_steps_per_epoch", "clothes_lr", "clothes_weight_decay", "num_workers"}
+BOOLEAN_SETTINGS = ("scale_schedule", "classifier_bias", "check_sync", "compile")
 
 
 def _describe(kind, low, low_open=False, high=None, high_open=False):

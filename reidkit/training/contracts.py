@@ -42,9 +42,14 @@ class Strategy(Protocol):
     - ``build_heads(feature_dim, num_classes, num_clothes, clothes_of_class)``
       returns an ``nn.Module`` whose ``forward(features, bn_features)`` returns a
       dict of outputs (at least ``logits``); it is trained with the backbone.
-    - ``loss(outputs, batch, epoch)`` -> ``(total_loss, {name: float})``.
-      ``batch`` has ``label``, ``clothes`` (-1 for generated images) and
-      ``generated`` tensors.
+    - ``loss(outputs, batch, epoch)`` -> ``(total_loss, {name: value})``, each
+      value a detached 0-d tensor (summed on the device, read back every
+      ``log_every_steps`` steps: no host sync per step) or a float.
+      ``batch`` has ``image`` (normalised float, erased), ``label``,
+      ``clothes`` (-1 for generated images and padding rows), ``generated``
+      and ``valid`` tensors; rows with ``valid`` false are padding (a paired
+      batch keeps its shape) and must count in no loss (the built-in losses
+      take it as ``valid=``).
     - ``lr_factor(epoch)``: multiplier of the base learning rate (warm-up, steps).
     - ``variant_limit(epoch, num_variants)``: how many variants of each real
       image may be drawn this epoch, or ``None`` when generated images are not

@@ -1,9 +1,11 @@
 """Training data: real store images plus kept generated images, an identity sampler, pairing, augmentations.
 
 Every random choice of an epoch (which persons, which images, which variant,
-each image's augmentation) comes from ``(seed, epoch)``; augmentations are
+each image's crop and flip) comes from ``(seed, epoch)``; augmentations are
 seeded per sample, so results do not depend on the number of workers and a
-resumed run sees exactly the batches it would have seen.
+resumed run sees exactly the batches it would have seen. Workers hand over
+uint8 images; normalisation and random erasing run on the training device,
+the erasing drawn from a generator seeded by ``(seed, epoch, step)``.
 """
 from __future__ import annotations
 
@@ -104,7 +106,8 @@ class IdentityBatchSampler:
     images into the persons' pools as plain images; an int pairs every real
     image with one of its first ``limit`` variants (1:1 real and generated).
     Batches are sharded over ranks (same count on every rank). Yields lists of
-    ``(item, sample_seed)``.
+    ``(item, sample_seed)``; a negative item ``~i`` is a padding row (a real image ``i`` with no kept variant:
+    its slot holds ``i``'s image, masked out of the losses), so paired batches always hold 2 x P x K rows.
     """
 
     def __init__(self, items: TrainItems, p: int, k: int, seed: int, variant_limit=None, rank=0, world=1):
@@ -133,9 +136,12 @@ class IdentityBatchSampler:
 
     def batches(self, epoch=None):
         epoch = self.epoch if epoch is None else epoch
-        if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, self._plan(epoch))
-        return self._cache[1]
+        cache = self._cache if isinstance(self._cache, dict) else {}
+        if epoch not in cache:
+            cache = {e: b for e, b in cache.items() if e >= epoch - 1}  # this epoch and the next (RunBatches looks ahead)
+            cache[epoch] = self._plan(epoch)
+        self._cache = cache
+        return cache[epoch]
 
     def _plan(self, epoch):
         rng = np.random.default_rng([self.seed, epoch])
@@ -155,8 +161,9 @@ class IdentityBatchSampler:
             chosen = rng.choice(alive, self.p, replace=False)
             batch = np.concatenate([groups[c].pop() for c in chosen]).tolist()
             if limit is not None:
-                batch = batch + [self._pair(i, limit, rng) for i in batch]
-                batch = [i for i in batch if i >= 0]
+                # a real image without any kept variant keeps its slot as padding (~item: its own image, masked out
+                # of every loss), so every batch has the same shape (2 P K) and the step can be compiled
+                batch = batch + [p if p >= 0 else ~i for i, p in ((i, self._pair(i, limit, rng)) for i in batch)]
             out.append([(int(i), int(s)) for i, s in zip(batch, rng.integers(0, 2**31 - 1, len(batch)))])
             alive = [c for c in alive if groups[c]]
         per_rank = len(out) // self.world
@@ -179,6 +186,26 @@ class IdentityBatchSampler:
         return len(self.batches())
 
 
+class RunBatches:
+    """Every batch of a run, epoch after epoch, as one batch sampler: epoch e's batches are exactly
+    ``sampler.batches(e)`` (its first ``max_steps``). One DataLoader iterator then serves the whole run, and its
+    workers prefetch the next epoch's first batches while an epoch ends (evaluation, checkpoint)."""
+
+    def __init__(self, sampler: IdentityBatchSampler, start_epoch: int, epochs: int, max_steps=None):
+        self.sampler, self.start_epoch, self.epochs, self.max_steps = sampler, int(start_epoch), int(epochs), max_steps
+
+    def steps(self, epoch: int) -> int:
+        n = len(self.sampler.batches(epoch))
+        return n if self.max_steps is None else min(n, int(self.max_steps))
+
+    def __iter__(self):
+        for epoch in range(self.start_epoch, self.epochs):
+            yield from self.sampler.batches(epoch)[:self.steps(epoch)]
+
+    def __len__(self):
+        return sum(self.steps(e) for e in range(self.start_epoch, self.epochs))
+
+
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     import cv2
 
@@ -197,12 +224,12 @@ BOT_AUGMENT = {"crop": "pad", "pad": 10, "crop_prob": 1.0, "flip": 0.5, "erase":
 CAL_AUGMENT = {"crop": "upscale", "pad": 0, "crop_prob": 0.5, "flip": 0.5, "erase": 0.5, "erase_fill": [0.4914, 0.4822, 0.4465]}
 
 
-def augment(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None) -> np.ndarray:
-    """A reference's training transform on HxWx3 uint8 -> normalised 3xHxW float32.
+def augment_geometry(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None) -> np.ndarray:
+    """The geometric part of a reference's training transform, on HxWx3 uint8 -> HxWx3 uint8 (what workers do).
 
     ``crop: pad`` (BoT): resize, flip, zero-pad ``pad`` pixels and crop back; ``crop: upscale`` (CAL): resize,
-    with ``crop_prob`` enlarge by 1/8 and crop back, flip. Then normalise and, with probability ``erase``, random
-    erasing whose fill is ``erase_fill`` in normalised units (as both references apply it after Normalize).
+    with ``crop_prob`` enlarge by 1/8 and crop back, flip. Normalisation and random erasing follow on the
+    training device (:func:`device_normalise_and_erase`).
     """
     a = {**BOT_AUGMENT, **(settings or {})}
     image = resize(image, height, width)
@@ -222,10 +249,89 @@ def augment(image: np.ndarray, height: int, width: int, rng, settings: dict | No
             image = padded[y:y + height, x:x + width]
     else:
         raise ValueError(f"augment.crop must be 'pad' or 'upscale' (got {a['crop']!r})")
-    out = normalise(np.ascontiguousarray(image))
-    if rng.random() < a["erase"]:
-        _random_erase(out, rng, np.asarray(a["erase_fill"], np.float32))
-    return out
+    return np.ascontiguousarray(image)
+
+
+def to_chw(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> 3xHxW uint8 (contiguous): the form a batch travels in, 4x smaller than float32."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+ERASE_AREA, ERASE_RATIO, ERASE_TRIES = (0.02, 0.4), 0.3, 100  # the references' RandomErasing (sl, sh, r1, 100 attempts)
+
+
+def erase_boxes(n: int, height: int, width: int, probability: float, generator):
+    """Random-erasing rectangles of a batch, drawn on the CPU from ``generator``: an n x 4 int64 tensor
+    ``(y, x, h, w)``, h = w = 0 where the image is not erased.
+
+    As the references' RandomErasing: with ``probability``, up to 100 tries of a target area uniform in 2-40% of
+    the image and an aspect ratio uniform in [0.3, 1/0.3]; the first try whose rectangle fits is used, at a
+    uniform position.
+    """
+    import torch
+
+    erase = torch.rand(n, generator=generator, dtype=torch.float64) < probability
+    area = torch.empty(n, ERASE_TRIES, dtype=torch.float64).uniform_(*ERASE_AREA, generator=generator) * height * width
+    aspect = torch.empty(n, ERASE_TRIES, dtype=torch.float64).uniform_(ERASE_RATIO, 1 / ERASE_RATIO, generator=generator)
+    eh = torch.sqrt(area * aspect).round().long()
+    ew = torch.sqrt(area / aspect).round().long()
+    fits = (eh > 0) & (eh < height) & (ew > 0) & (ew < width)
+    first = fits.to(torch.float32).argmax(1)  # the first try that fits
+    rows = torch.arange(n)
+    eh, ew = eh[rows, first], ew[rows, first]
+    erase &= fits.any(1)
+    uy = torch.rand(n, generator=generator, dtype=torch.float64)
+    ux = torch.rand(n, generator=generator, dtype=torch.float64)
+    y = (uy * (height - eh + 1)).floor().long().clamp(min=0)
+    x = (ux * (width - ew + 1)).floor().long().clamp(min=0)
+    boxes = torch.stack([y, x, eh, ew], 1)
+    boxes[~erase] = 0
+    return boxes
+
+
+def erase_generator(seed: int, epoch: int, step: int, rank: int = 0):
+    """The CPU generator of one step's erasing: seeded from (run seed, epoch, step, rank), so a resumed run redraws
+    the same rectangles whatever the number of workers."""
+    import torch
+
+    state = np.random.SeedSequence([int(seed), int(epoch), int(step), int(rank)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def device_normalise_and_erase(images, boxes=None, fill=None, mean=MEAN, std=STD, channels_last=False):
+    """uint8 N x 3 x H x W (on the training device) -> float32, ImageNet-normalised, with the rectangles ``boxes``
+    (from :func:`erase_boxes`) filled with ``fill`` in normalised units, as the references erase after Normalize."""
+    import torch
+
+    device = images.device
+    mean_t = torch.as_tensor(np.asarray(mean, np.float32), device=device).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(np.asarray(std, np.float32), device=device).view(1, 3, 1, 1)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    x = (images.float() / 255.0 - mean_t) / std_t  # the float32 operations of normalise(): the same values as at test time
+    if boxes is not None:
+        boxes = boxes.to(device, non_blocking=True)
+        _, _, h, w = x.shape
+        ys = torch.arange(h, device=device).view(1, h, 1)
+        xs = torch.arange(w, device=device).view(1, 1, w)
+        y0, x0, eh, ew = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+        inside = (ys >= y0) & (ys < y0 + eh) & (xs >= x0) & (xs < x0 + ew)
+        fill_t = torch.as_tensor(np.asarray(fill, np.float32), device=device).view(1, 3, 1, 1)
+        x = torch.where(inside.unsqueeze(1), fill_t, x)
+    return x
+
+
+def augment(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None, erase_rng=None) -> np.ndarray:
+    """The whole training transform of one image on the CPU (HxWx3 uint8 -> normalised 3xHxW float32): geometry,
+    normalisation and, with probability ``erase``, random erasing. Training does the last two on the device, a
+    batch at a time; this is the same transform for one image (tests, tools). ``erase_rng``: a torch.Generator."""
+    import torch
+
+    a = {**BOT_AUGMENT, **(settings or {})}
+    chw = torch.from_numpy(to_chw(augment_geometry(image, height, width, rng, a)))[None]
+    generator = erase_rng or torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+    boxes = erase_boxes(1, height, width, float(a["erase"]), generator)
+    return device_normalise_and_erase(chw, boxes, a["erase_fill"])[0].numpy()
 
 
 def _upscale_crop(image: np.ndarray, height: int, width: int, rng) -> np.ndarray:
@@ -239,20 +345,11 @@ def _upscale_crop(image: np.ndarray, height: int, width: int, rng) -> np.ndarray
     return big[y:y + height, x:x + width]
 
 
-def _random_erase(chw: np.ndarray, rng, fill: np.ndarray, area=(0.02, 0.4), ratio=0.3):
-    _, h, w = chw.shape
-    for _ in range(100):
-        target = rng.uniform(*area) * h * w
-        aspect = rng.uniform(ratio, 1 / ratio)
-        eh, ew = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
-        if 0 < eh < h and 0 < ew < w:
-            y, x = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
-            chw[:, y:y + eh, x:x + ew] = fill[:, None, None]
-            return
-
-
 class TrainDataset:
-    """Map-style dataset over ``(item, sample_seed)`` keys; the store's HDF5 opens lazily in each worker."""
+    """Map-style dataset over ``(item, sample_seed)`` keys; the store's HDF5 opens lazily in each worker.
+
+    Images come out as uint8 3xHxW (resize, flip, crop applied): a batch travels to the device 4x smaller than
+    float32, and normalisation and random erasing run there, in the training step."""
 
     def __init__(self, store, items: TrainItems, height: int, width: int, augment_images=True, augment_settings=None):
         self.store, self.items = store, items
@@ -270,17 +367,22 @@ class TrainDataset:
         return self.runs[int(it.run[item])].image(int(it.ref[item]))
 
     def __getitem__(self, key):
+        """``(item, sample_seed)`` -> uint8 3xHxW ``image`` (geometry applied), labels, and ``valid`` (False for a
+        padding row ``~item``, whose clothes class is -1 so that it stays out of the clothes losses too)."""
         import torch
 
         item, seed = key if isinstance(key, tuple) else (key, 0)
+        valid = item >= 0
+        item = item if valid else ~item
         image = self.image(item)
         if self.augment_images:
-            pixels = augment(image, self.height, self.width, np.random.default_rng(seed), self.augment_settings)
+            pixels = augment_geometry(image, self.height, self.width, np.random.default_rng(seed), self.augment_settings)
         else:
-            pixels = normalise(resize(image, self.height, self.width))
+            pixels = resize(image, self.height, self.width)
         it = self.items
-        return {"image": torch.from_numpy(np.ascontiguousarray(pixels)), "label": int(it.label[item]),
-                "clothes": int(it.clothes[item]), "generated": bool(it.kind[item] == GENERATED), "item": int(item)}
+        return {"image": torch.from_numpy(to_chw(pixels)), "label": int(it.label[item]),
+                "clothes": int(it.clothes[item]) if valid else -1, "generated": bool(it.kind[item] == GENERATED),
+                "item": int(item), "valid": bool(valid)}
 
 
 class ImageListDataset:

@@ -1,8 +1,13 @@
 """The training loop: one process, or several under torchrun / accelerate launch (DDP), with exact resume.
 
 Hooks kept out of the loop body: checkpointing, logging and evaluation run
-after each epoch. Rank 0 writes every file; each rank records a checksum of
-its parameters so that synchronisation can be checked.
+after each epoch. Rank 0 writes every file; with ``check_sync`` each rank
+records a checksum of its parameters and the ranks compare them.
+
+The step is built to keep a GPU fed: one DataLoader with persistent workers
+for the whole run, uint8 batches (normalisation and random erasing on the
+device), channels_last + cuDNN benchmark + fused Adam on CUDA, and losses
+summed on the device and read back every ``log_every_steps`` steps.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from reidkit.contracts import CONTRACTS
 from reidkit.errors import ReidkitError
 from reidkit.training import checkpoint as ckpt
 from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES
-from reidkit.training.data import IdentityBatchSampler, TrainDataset, build_items
+from reidkit.training.config import default_workers
+from reidkit.training.data import (BOT_AUGMENT, IdentityBatchSampler, RunBatches, TrainDataset, build_items,
+                                   device_normalise_and_erase, erase_boxes, erase_generator)
 from reidkit.training.distributed import barrier, setup, teardown
 
 STRATEGY = CONTRACTS["strategies"]  # the optional strategy methods, with what a strategy without them means
@@ -35,6 +42,24 @@ def _amp_dtype(amp: str, device: str):
     if amp not in ("bf16", "fp16"):
         raise ReidkitError(f"amp must be auto, none, bf16 or fp16 (got {amp})")
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _fused_adam(device: str) -> dict:
+    """Adam's fused kernel on CUDA (one launch for all parameters), where this torch has it; nothing elsewhere."""
+    import inspect
+
+    import torch
+
+    if device.startswith("cuda") and "fused" in inspect.signature(torch.optim.Adam).parameters:
+        return {"fused": True}
+    return {}
+
+
+def _cuda_setup(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest convolutions once
 
 
 def _check_resume(out: Path, config: dict, store) -> dict:
@@ -84,8 +109,9 @@ class EpochLog:
             self.tb.flush()
 
 
-def train(store_path, config: dict, out, resume=False, progress=True, max_steps=None) -> dict:
-    """Train a model as ``config`` says into ``out``; returns a summary. ``max_steps`` caps each epoch (tests, benchmarks)."""
+def train(store_path, config: dict, out, resume=False, progress=True, max_steps=None, timings: list | None = None) -> dict:
+    """Train a model as ``config`` says into ``out``; returns a summary. ``max_steps`` caps each epoch (tests, benchmarks);
+    ``timings``: a list that gets one dict of seconds per epoch (loop, data wait, first batch, eval, checkpoint, whole)."""
     import torch
 
     from reidkit import open_store
@@ -94,6 +120,8 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
     from reidkit.training.model import resolved_weights
 
     ctx = setup(config["device"])
+    _cuda_setup(ctx.device)
+    writer = None
     try:
         out = Path(out)
         store = open_store(store_path)
@@ -128,8 +156,9 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
         separate = STRATEGY.optional_member(strategy, "separate_optimizers")(model.heads)
         held = {id(p) for group in separate.values() for p in group["params"]}
         params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
-        optimizer = torch.optim.Adam(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
-        side_optimizers = {name: torch.optim.Adam(g["params"], lr=g["lr"], weight_decay=g["weight_decay"])
+        fused = _fused_adam(ctx.device)
+        optimizer = torch.optim.Adam(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]), **fused)
+        side_optimizers = {name: torch.optim.Adam(g["params"], lr=g["lr"], weight_decay=g["weight_decay"], **fused)
                            for name, g in separate.items()}  # constant rate: no scheduler
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, strategy.lr_factor)
         start_epoch = 0
@@ -148,6 +177,8 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             for name, opt in side_optimizers.items():
                 opt.load_state_dict(state.get("side_optimizers", {})[name])
             torch.set_rng_state(state["torch_rng"])
+            if ctx.device.startswith("cuda") and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], ctx.device)
             start_epoch = int(state["epoch"]) + 1
         if ctx.main:
             ckpt.write_config(out, config)
@@ -158,79 +189,200 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                     print(f"Warning: {line}", file=sys.stderr)
         barrier(ctx)
 
+        channels_last = ctx.device.startswith("cuda")  # NHWC convolutions on the GPU (tensor cores); CPU keeps NCHW
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
         net = model
         if ctx.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.startswith("cuda") else None)
+        if config.get("compile"):
+            net = torch.compile(net)
         amp_dtype = _amp_dtype(config["amp"], ctx.device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
         sampler = IdentityBatchSampler(items, config["ids_per_batch"], config["images_per_id"], seed,
                                        variant_limit=strategy.variant_limit, rank=ctx.rank, world=ctx.world)
-        dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=config.get("augment"))
-        workers = int(config["num_workers"])
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                             pin_memory=ctx.device.startswith("cuda"), persistent_workers=False,
-                                             prefetch_factor=4 if workers else None)
-        log = EpochLog(out, resume) if ctx.main else None
+        augment_settings = {**BOT_AUGMENT, **(config.get("augment") or {})}
+        dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=augment_settings)
+        workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
         epochs = int(config["epochs"])
         max_steps = max_steps or config.get("max_steps_per_epoch")
+        run_batches = RunBatches(sampler, start_epoch, epochs, max_steps)
+        # one loader and one iterator for the whole run: workers start once and prefetch across epoch ends
+        loader = make_loader(dataset, run_batches, workers, ctx.device)
+        stream = None
+        writer = ckpt.CheckpointWriter()  # checkpoints are written in the background while the next epoch trains
+        log = EpochLog(out, resume) if ctx.main else None
+        every = int(config.get("log_every_steps") or 20)
         summary = {"epochs_run": 0}
+        checksum = None
         for epoch in range(start_epoch, epochs):
             sampler.set_epoch(epoch)
             model.train()
-            totals, images, steps, wait, t0 = {}, 0, 0, 0.0, time.perf_counter()
-            planned = len(sampler) if max_steps is None else min(len(sampler), max_steps)
+            meter = LossMeter(ctx.device, every)
+            images, steps, wait, first_batch, t0 = 0, 0, 0.0, None, time.perf_counter()
+            planned = run_batches.steps(epoch)
+            if planned == 0:
+                raise ReidkitError("an epoch produced no batch: the train split has fewer persons or images than one batch needs")
+            stream = stream or iter(loader)
             bar_images = planned * config["ids_per_batch"] * config["images_per_id"] * (2 if sampler.limit() else 1)
             with progress_bar(bar_images if progress and ctx.main else 0, f"epoch {epoch + 1}/{epochs}", "img") as update:
                 tick = time.perf_counter()
-                for batch in loader:
-                    wait += time.perf_counter() - tick
-                    batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+                for _ in range(planned):
+                    batch = next(stream)
+                    waited = time.perf_counter() - tick
+                    wait += waited
+                    first_batch = waited if first_batch is None else first_batch
+                    valid_rows = int(batch["valid"].sum())  # a CPU tensor still: no device sync
+                    batch = device_batch(batch, ctx.device, augment_settings,
+                                         erase_generator(seed, epoch, steps, ctx.rank), channels_last)
                     with torch.autocast(ctx.device.split(":")[0], dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                         outputs = net(batch["image"])
                     side_parts = _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, epoch, ctx)
                     loss, parts = strategy.loss(outputs, batch, epoch)
-                    parts = {**side_parts, **parts}
-                    if not torch.isfinite(loss):
-                        raise ReidkitError(f"loss became {float(loss)} at epoch {epoch + 1} step {steps + 1}; lower --lr or check the data")
+                    meter.add(steps, loss, parts, side_parts)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    for k, v in parts.items():
-                        totals[k] = totals.get(k, 0.0) + v
-                    images += len(batch["image"])
+                    images += valid_rows
                     steps += 1
-                    update(advance=len(batch["image"]), status=" ".join(f"{k} {v / steps:.3f}" for k, v in totals.items()))
+                    status = None
+                    if steps % every == 0:  # one host sync every N steps: losses for the bar, the NaN check
+                        means = meter.read(epoch)
+                        status = " ".join(f"{k} {v / steps:.3f}" for k, v in means.items())
+                    update(advance=len(batch["image"]), **({"status": status} if status is not None else {}))
                     tick = time.perf_counter()
-                    if max_steps is not None and steps >= max_steps:
-                        break
-            if steps == 0:
-                raise ReidkitError("an epoch produced no batch: the train split has fewer persons or images than one batch needs")
+            totals = meter.read(epoch)  # the epoch's sums (and the non-finite check) before anything is written
             seconds = time.perf_counter() - t0
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            checksum = ckpt.parameter_checksum(model)
-            _write_rank_checksum(out, ctx, epoch, checksum)
+            if config.get("check_sync"):
+                checksum = ckpt.parameter_checksum(model)
+                _write_rank_checksum(out, ctx, epoch, checksum)
+                _compare_rank_checksums(ctx, epoch, checksum)
             row = {"epoch": epoch + 1, "lr": lr, **{k: round(v / steps, 6) for k, v in totals.items()},
                    "images": images, "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2),
                    "data_wait_share": round(wait / seconds, 4), "variant_pool": sampler.limit() or 0}
             last = epoch + 1 == epochs
+            t_eval = time.perf_counter()
             if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
                 row.update(evaluate_during_training(model, store, config, ctx.device))
+            t_save = time.perf_counter()
             if ctx.main:
                 log.add(row)  # before the checkpoint, which keeps a copy: log and checkpoint never disagree on resume
             if ctx.main and (last or (epoch + 1) % int(config["checkpoint_every"]) == 0):
-                ckpt.save_checkpoint(out, model, optimizer, scheduler, epoch,
-                                     extra={"side_optimizers": {n: o.state_dict() for n, o in side_optimizers.items()}})
+                extra = {"side_optimizers": {n: o.state_dict() for n, o in side_optimizers.items()}}
+                if ctx.device.startswith("cuda"):
+                    extra["cuda_rng"] = torch.cuda.get_rng_state(ctx.device)
+                # a CPU copy of everything now (exact resume); the files are written by a background thread, one at a time
+                snapshot = ckpt.snapshot(out, model, optimizer, scheduler, epoch, extra=extra)
+                writer.submit(lambda snap=snapshot: ckpt.write_snapshot(out, snap, keep=int(config.get("keep_checkpoints") or 2)))
                 STRATEGY.optional_member(strategy, "on_checkpoint")(out, model, config, epoch)  # e.g. pretrain exports its backbone
+            if last:
+                writer.wait()  # the run's last checkpoint is on disk when train() returns
             barrier(ctx)
-            summary = {**row, "epochs_run": summary["epochs_run"] + 1, "checksum": checksum}
+            if timings is not None:
+                end = time.perf_counter()
+                timings.append({"epoch": epoch + 1, "steps": steps, "images": images, "loop_s": seconds, "data_wait_s": wait,
+                                "first_batch_s": first_batch, "eval_s": t_save - t_eval, "checkpoint_s": end - t_save,
+                                "epoch_s": end - t0})
+            summary = {**row, "epochs_run": summary["epochs_run"] + 1}
+        writer.wait()
+        _close_loader(loader)
+        if summary["epochs_run"]:
+            summary["checksum"] = checksum or ckpt.parameter_checksum(model)  # of the final weights
         return summary
     finally:
+        if writer is not None:
+            writer.wait(raise_error=False)  # an interrupted run still finishes the checkpoint it was writing
         teardown(ctx)
+
+
+def make_loader(dataset, sampler, workers: int, device: str):
+    """The run's one DataLoader over a batch sampler (the engine's: RunBatches, every epoch's batches in a row):
+    persistent workers, pinned memory on CUDA, 4 batches prefetched per worker."""
+    import torch
+
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers else {}
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                       pin_memory=device.startswith("cuda"), **extra)
+
+
+def _close_loader(loader):
+    iterator = getattr(loader, "_iterator", None)  # persistent workers: stop them now, not at garbage collection
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+def device_batch(batch: dict, device: str, augment_settings: dict | None, generator, channels_last=False) -> dict:
+    """A loader batch (uint8 images) on the device, normalised, with random erasing drawn from ``generator``
+    (``augment_settings`` None: no erasing)."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    images = out["image"]
+    boxes, fill = None, None
+    if augment_settings and float(augment_settings.get("erase", 0)) > 0:
+        n, _, h, w = images.shape
+        boxes = erase_boxes(n, h, w, float(augment_settings["erase"]), generator)
+        fill = augment_settings["erase_fill"]
+    out["image"] = device_normalise_and_erase(images, boxes, fill, channels_last=channels_last)
+    return out
+
+
+class LossMeter:
+    """An epoch's loss sums, kept on the device; :meth:`read` brings them back in one host sync (every
+    ``log_every_steps`` steps and at the epoch's end) and raises on the first non-finite loss, naming its step."""
+
+    def __init__(self, device: str, every: int = 20):
+        import torch
+
+        self.device, self.every = device, every
+        self.dtype = torch.float32 if device.startswith("mps") else torch.float64
+        self.sums = {}
+        self.bad = {}  # name -> (first non-finite step + 1, its value): 0 while every value was finite
+
+    def _zero(self):
+        import torch
+
+        return torch.zeros((), dtype=self.dtype, device=self.device)
+
+    def _watch(self, name, step, value):
+        import torch
+
+        if not torch.is_tensor(value):
+            value = torch.tensor(float(value), dtype=self.dtype, device=self.device)
+        value = value.detach().to(self.dtype)
+        first, seen = self.bad.get(name, (self._zero(), self._zero()))
+        new = (~torch.isfinite(value)) & (first == 0)
+        self.bad[name] = (torch.where(new, torch.full_like(first, step + 1), first), torch.where(new, value, seen))
+
+    def add(self, step: int, loss, parts: dict, side_parts: dict | None = None):
+        """Step ``step`` (0-based): the total ``loss`` and each part (tensors or floats) added on the device."""
+        self._watch("", step, loss)
+        for name, value in (side_parts or {}).items():
+            self._watch(name, step, value)
+        for k, v in {**(side_parts or {}), **parts}.items():
+            v = v.detach().to(self.dtype) if hasattr(v, "detach") else float(v)
+            self.sums[k] = self.sums.get(k, self._zero()) + v
+
+    def read(self, epoch: int) -> dict:
+        """The sums so far as floats (one host sync); a non-finite loss raises ReidkitError."""
+        import torch
+
+        names = list(self.bad)
+        keys = list(self.sums)
+        flat = [x for n in names for x in self.bad[n]] + [self.sums[k] for k in keys]
+        if not flat:
+            return {}
+        values = torch.stack([x.to(self.dtype) for x in flat]).tolist()
+        for i, name in enumerate(names):
+            step, value = int(values[2 * i]), values[2 * i + 1]
+            if step:
+                what = f"{name} loss" if name else "loss"
+                raise ReidkitError(f"{what} became {value} at epoch {epoch + 1} step {step}; lower --lr or check the data")
+        return dict(zip(keys, values[2 * len(names):]))
 
 
 def _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, epoch, ctx) -> dict:
@@ -242,9 +394,7 @@ def _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, e
 
     losses = STRATEGY.optional_member(strategy, "auxiliary_losses")(outputs, batch, epoch)
     parts = {}
-    for name, loss in losses.items():
-        if not torch.isfinite(loss):
-            raise ReidkitError(f"{name} loss became {float(loss)} at epoch {epoch + 1}; lower --lr or check the data")
+    for name, loss in losses.items():  # non-finite values are caught by the engine's LossMeter, without a sync here
         params = separate[name]["params"]
         grads = torch.autograd.grad(loss, params)
         if ctx.world > 1:
@@ -257,8 +407,20 @@ def _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, e
             p.grad = g
         side_optimizers[name].step()
         side_optimizers[name].zero_grad(set_to_none=True)
-        parts[name] = float(loss.detach())
+        parts[name] = loss.detach()
     return parts
+
+
+def _compare_rank_checksums(ctx, epoch: int, checksum: str):
+    """``check_sync``: every rank's parameter hash must be the same; a difference stops the run."""
+    if ctx.world <= 1:
+        return
+    import torch.distributed as dist
+
+    hashes = [None] * ctx.world
+    dist.all_gather_object(hashes, checksum)
+    if len(set(hashes)) != 1:
+        raise ReidkitError(f"check_sync: ranks disagree on the parameters after epoch {epoch + 1} ({', '.join(h[:12] for h in hashes)})")
 
 
 def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):

@@ -2,30 +2,47 @@
 from __future__ import annotations
 
 
-def label_smoothed_ce(logits, targets, epsilon=0.1):
-    """Cross-entropy against (1 - eps) * one-hot + eps / C (Szegedy et al.; BoT, CAL)."""
+def masked_mean(values, valid=None):
+    """Mean of ``values`` over the rows where ``valid`` is true (all rows when None), without a host sync; 0 when none."""
+    if valid is None:
+        return values.mean()
+    weight = valid.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp(min=1)
+
+
+def label_smoothed_ce(logits, targets, epsilon=0.1, valid=None):
+    """Cross-entropy against (1 - eps) * one-hot + eps / C (Szegedy et al.; BoT, CAL); ``valid`` masks padding rows."""
     import torch
 
     log_probs = torch.log_softmax(logits.float(), dim=1)
     num_classes = logits.shape[1]
     target = torch.full_like(log_probs, epsilon / num_classes)
     target.scatter_(1, targets.view(-1, 1), 1 - epsilon + epsilon / num_classes)
-    return -(target * log_probs).sum(1).mean()
+    return masked_mean(-(target * log_probs).sum(1), valid)
 
 
-def batch_hard_triplet(features, labels, margin=0.3):
-    """Hermans et al.: per anchor, farthest positive vs nearest negative (Euclidean), hinge at ``margin``."""
+def batch_hard_triplet(features, labels, margin=0.3, valid=None):
+    """Hermans et al.: per anchor, farthest positive vs nearest negative (Euclidean), hinge at ``margin``.
+
+    Anchors without a negative are left out (0 when none has one). ``valid`` (bool per row) masks padding rows:
+    they are neither anchors, positives nor negatives. No host sync.
+    """
     import torch
 
     features = features.float()
     dist = torch.cdist(features, features).clamp(min=1e-12)
     same = labels.view(-1, 1) == labels.view(1, -1)
-    hardest_pos = (dist * same).amax(1)
-    hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
-    valid = torch.isfinite(hardest_neg)
-    if not valid.any():
-        return features.sum() * 0
-    return torch.relu(hardest_pos[valid] - hardest_neg[valid] + margin).mean()
+    if valid is None:
+        pair = torch.ones_like(same)
+        anchors = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+    else:
+        pair = valid.view(-1, 1) & valid.view(1, -1)
+        anchors = valid
+    hardest_pos = (dist * (same & pair)).amax(1)
+    hardest_neg = dist.masked_fill(same | ~pair, float("inf")).amin(1)
+    anchors = anchors & torch.isfinite(hardest_neg)
+    hinge = torch.relu(hardest_pos - torch.where(anchors, hardest_neg, hardest_pos) + margin)
+    return masked_mean(hinge, anchors)
 
 
 def clothes_adversarial(cosine_logits, clothes, positive_mask, scale=16.0, epsilon=0.1):
