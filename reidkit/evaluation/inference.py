@@ -84,8 +84,7 @@ class ReidModelRunner:
 
 def load_reid_model(checkpoint_dir, device="cpu") -> ReidModelRunner:
     """Load ``reidkit train``'s output folder (config.yaml + model.safetensors) in eval mode."""
-    from reidkit.errors import ReidkitError
-    from reidkit.training.checkpoint import load_weights, read_config
+    from reidkit.training.checkpoint import load_into, load_weights, read_config
     from reidkit.training.distributed import pick_device
     from reidkit.training.model import build_model
 
@@ -95,9 +94,6 @@ def load_reid_model(checkpoint_dir, device="cpu") -> ReidModelRunner:
     device = pick_device(device)
     model, _ = build_model(config, data["num_classes"], data["num_clothes"], data["clothes_of_class"])
     state, _ = load_weights(checkpoint_dir)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ReidkitError(f"{checkpoint_dir}/model.safetensors does not match its config.yaml: {str(exc).splitlines()[0]}") from None
+    load_into(model, state, checkpoint_dir / "model.safetensors")
     model.to(device).eval()
     return ReidModelRunner(model, config, device)

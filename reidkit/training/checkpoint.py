@@ -217,7 +217,27 @@ def load_state(folder: Path) -> dict:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise ReidkitError(f"{folder} has no {STATE_FILE}: nothing to resume")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing: our line says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ReidkitError(f"{path} is not a reidkit training state ({reason}); only tensors and plain values are loaded, "
+                           "never other pickled objects: restore the checkpoint or train without --resume") from None
+
+
+def load_into(model, state: dict, path) -> None:
+    """``model.load_state_dict(state)``, or one line naming the file and the first tensor that does not fit."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])
+        raise ReidkitError(f"{path} does not match its config.yaml: {detail[:300]}") from None
 
 
 def parameter_checksum(model) -> str:

@@ -171,7 +171,7 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                 raise ReidkitError(f"{checkpoint}: weights (epoch {weights_epoch}) and training state (epoch {state['epoch']}) disagree; the last save was cut short")
             if ctx.main and (checkpoint / ckpt.LOG_FILE).is_file():
                 shutil.copy2(checkpoint / ckpt.LOG_FILE, out / ckpt.LOG_FILE)  # the log as of the checkpoint
-            model.load_state_dict(weights)
+            ckpt.load_into(model, weights, checkpoint / ckpt.MODEL_FILE)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             for name, opt in side_optimizers.items():
