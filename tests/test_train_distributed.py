@@ -33,7 +33,7 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path, l
     cmd = [*LAUNCHERS[launcher], "-m", "reidkit.cli",
            "train", str(store), "--plugin", "cal", "--backbone", "resnet18", "--weights", "none", "--epochs", "2", "--batch", "2,2",
            "--height", "64", "--width", "32", "--out", str(out), "--num-workers", "0", "--device", "cpu",
-           "--steps-per-epoch", "2", "--seed", "3", "--config", str(tmp_path / "cal.yaml"), "--check-sync"]
+           "--steps-per-epoch", "2", "--seed", "3", "--config", str(tmp_path / "cal.yaml"), "--check-sync", "--eval-every", "2"]
     # cwd away from the repository root, so `-m reidkit.cli` runs the installed package
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -42,6 +42,9 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path, l
     assert ranks[0]["1"] != ranks[0]["2"]  # and they did train
     log = (out / "log.csv").read_text().splitlines()
     assert "clothes" in log[0] and "cal" in log[0].split(",")  # both CAL terms ran under DDP
+    header = log[0].split(",")
+    assert any(c.endswith("_mAP") for c in header)  # evaluated at the last epoch, extraction shared by both ranks
+    assert log[-1].split(",")[header.index(next(c for c in header if c.endswith("_mAP")))] != ""
     assert result.stdout.count("trained ") == 1  # rank 0 reports
     import yaml
 
@@ -51,3 +54,34 @@ def test_two_process_training_stays_in_sync_and_loads_in_one_process(tmp_path, l
     s = open_store(store)
     feats = model.features([s.image(i) for i in s.split("gallery")[:4]])
     assert feats.shape == (4, 1024) and np.isfinite(feats).all()
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_shares_extraction_and_gives_the_single_process_numbers(tmp_path):
+    """`reidkit eval --checkpoint` as 2 processes: each extracts half of the rows, rank 0 scores; the features and
+    the metrics equal a single process's (same model, same images; batch mates differ, so features to float rounding)."""
+    store = make_store(tmp_path)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "reidkit.cli"]
+    train = ["train", str(store), "--plugin", "baseline", "--backbone", "resnet18", "--weights", "none", "--epochs", "1",
+             "--batch", "2,2", "--height", "64", "--width", "32", "--out", str(out), "--num-workers", "0", "--device", "cpu",
+             "--steps-per-epoch", "2"]
+    assert subprocess.run(base + train, env=env, capture_output=True, cwd=tmp_path, timeout=300).returncode == 0
+    results = {}
+    for name, launcher in (("single", base), ("torchrun", [*LAUNCHERS["torchrun"], "-m", "reidkit.cli"])):
+        feats = tmp_path / f"{name}.npz"
+        proc = subprocess.run([*launcher, "eval", str(store), "--checkpoint", str(out), "--json", "--save-features", str(feats)],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[name] = (json.loads(proc.stdout), np.load(feats))
+        done = [int(ln.split(":")[1].split("/")[0]) for ln in proc.stderr.splitlines() if ln.startswith("test features:")]
+        results[name] += (done,)
+    (single, f1, rows1), (shared, f2, rows2) = results["single"], results["torchrun"]
+    n = len(f1["index"])
+    assert rows1 == [n] and sorted(rows2) == [n // 2, n - n // 2]  # each rank extracted its half
+    assert np.array_equal(f1["index"], f2["index"])
+    assert np.allclose(f1["features"], f2["features"], atol=1e-5)
+    assert [r["protocol"] for r in single] == [r["protocol"] for r in shared]
+    for a, b in zip(single, shared):
+        assert abs(a["rank1"] - b["rank1"]) < 1e-9 and abs(a["mAP"] - b["mAP"]) < 1e-6

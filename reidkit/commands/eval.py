@@ -8,6 +8,7 @@ evaluation, table, JSON, plot) stays as it is.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -23,9 +24,13 @@ def resolve_features(store, features_path=None, **_sources):
     if checkpoint is not None:
         from reidkit.evaluation.runner import eval_indices
 
+        from reidkit.evaluation.sharded import extract_sharded
+
         index = eval_indices(store, _sources.get("protocols"))
-        flip = _sources.get("flip", True)
-        return _sources["model"].extract_source(store, index, flip=flip, description="test features"), index
+        flip, model = _sources.get("flip", True), _sources["model"]
+        # under torchrun/accelerate every rank extracts its share of the rows; all ranks get them all back
+        return extract_sharded(lambda idx: model.extract_source(store, idx, flip=flip, description="test features"), index,
+                               device=str(model.device)), index
     if features_path is None:
         raise click.UsageError("give --features FILE (an .npz or .h5 with 'features' and 'index') or --checkpoint DIR (a 'reidkit train' run)")
     from reidkit.evaluation.features import load_features
@@ -127,6 +132,15 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
     if checkpoint is not None:
         from reidkit.evaluation.inference import load_reid_model
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun/accelerate: join the group, each rank on its own device
+            from reidkit.training.distributed import setup
+
+            import atexit
+
+            import torch.distributed as dist
+
+            device = setup(device).device
+            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
         model = load_reid_model(checkpoint, device)
         if model.config.get("store_fingerprint") != opened.fingerprint:
             click.echo(f"Note: {checkpoint} was trained on another store (fingerprint {model.config.get('store_fingerprint')})", err=True)
@@ -137,6 +151,10 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
     features, index = resolve_features(opened, features_path=features_path, checkpoint=checkpoint, model=model,
                                        protocols=[p.name for p in _selected(opened, protocols)],
                                        flip=refine_flip if refine_run else True)
+    from reidkit.evaluation.sharded import rank_and_world
+
+    if rank_and_world()[0] != 0:
+        return  # rank 0 ranks, scores and reports for everyone
     if save_features:
         from reidkit.evaluation.features import save_features as write_features
 

@@ -33,8 +33,14 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
         check_refinable(store, protocols)  # before extracting anything
     index = eval_indices(store, protocols)
     flip = True if refine_run is None else bool(settings["flip"])
-    features = runner.extract_source(store, index, batch_size=batch_size, num_workers=num_workers, flip=flip,
-                                     description="test features")
+    from reidkit.evaluation.sharded import extract_sharded, rank_and_world
+
+    # under torchrun/accelerate each rank extracts its share; rank 0 alone ranks and scores (others get {})
+    features = extract_sharded(lambda idx: runner.extract_source(store, idx, batch_size=batch_size, num_workers=num_workers,
+                                                                 flip=flip, description="test features"),
+                               index, device=str(getattr(runner, "device", None) or "cpu"))
+    if rank_and_world()[0] != 0:
+        return {}
     if refine_run is None:
         return evaluate_store(store, features, index, protocols=protocols, rerank=rerank,
                               device=str(device or getattr(runner, "device", None) or "cpu"))

@@ -268,8 +268,10 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                    "data_wait_share": round(wait / seconds, 4), "variant_pool": sampler.limit() or 0}
             last = epoch + 1 == epochs
             t_eval = time.perf_counter()
-            if ctx.main and config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
-                row.update(evaluate_during_training(model, store, config, ctx.device))
+            if config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
+                metrics = evaluate_during_training(model, store, config, ctx.device)  # every rank extracts its share
+                if ctx.main:
+                    row.update(metrics)
             t_save = time.perf_counter()
             if ctx.main:
                 log.add(row)  # before the checkpoint, which keeps a copy: log and checkpoint never disagree on resume
