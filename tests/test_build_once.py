@@ -47,7 +47,7 @@ def test_a_dead_builder_leaves_no_stale_lock(tmp_path):
     store_path.write_bytes(b"")
     code = ("import sys, time; from reidkit.store.build_once import built_once\n"
             f"with built_once({str(store_path)!r}, 'bank.x', 'x'):\n    print('holding', flush=True); time.sleep(600)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert holder.stdout.readline().strip() == "holding"
     finally:

@@ -128,3 +128,7 @@ def train_args(backbone: str, epochs: int) -> tuple:
     return ("--plugin", "baseline", "--backbone", backbone, "--weights", "none", "--batch", "2,2", "--height", "32",
             "--width", "16", "--num-workers", "0", "--device", "cpu", "--amp", "none", "--epochs", str(epochs),
             "--steps-per-epoch", "1")
+
+# a working folder away from the source tree: `python -c` puts the cwd first on sys.path, and the source tree's
+# reidkit/ (without its plugins, which setuptools maps in from plugins/ and adapters/) would shadow the install
+AWAY = __import__("tempfile").gettempdir()

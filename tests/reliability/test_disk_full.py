@@ -17,7 +17,7 @@ import pytest
 
 from reidkit.store.atomic import SPACE_MARGIN
 from reidkit.training.checkpoint import checkpoint_dirs
-from tests.reliability.crash import EXPAND, SMALL_WORLD, WORLD, env, h5_content, run, train_args
+from tests.reliability.crash import AWAY, EXPAND, SMALL_WORLD, WORLD, env, h5_content, run, train_args
 from tests.reliability.test_crash_trials import _open_every_part, _run_items
 
 EPOCHS = 2
@@ -56,7 +56,7 @@ main()
 def run_with_fault(args, at: str, after: int) -> subprocess.CompletedProcess:
     """``reidkit ARGS`` in a subprocess whose ``at`` write fails with ENOSPC after ``after`` calls."""
     return subprocess.run([sys.executable, "-c", FAULTY, *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env={**env(), "FAULT_AT": at, "FAULT_AFTER": str(after)})
+                          env={**env(), "FAULT_AT": at, "FAULT_AFTER": str(after)}, cwd=AWAY)
 
 
 def run_console(args) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import time
 import reidkit
 from reidkit.store.lock import lock_path
 from tests.helpers import one_error_line
-from tests.reliability.crash import env, run
+from tests.reliability.crash import AWAY, env, run
 
 SMALL_WORLD = ("--ids", "4", "--outfits", "2", "--cameras", "2", "--height", "64", "--width", "32")
 TRAIN = ("--plugin", "baseline", "--backbone", "resnet10t", "--weights", "none", "--batch", "2,2", "--height", "32",
@@ -38,7 +38,7 @@ main()
 
 def start_gated(args, gate_at: str, gate):
     return subprocess.Popen([sys.executable, "-c", GATED, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**env(), "GATE_AT": gate_at, "GATE": str(gate)})
+                            stderr=subprocess.PIPE, text=True, env={**env(), "GATE_AT": gate_at, "GATE": str(gate)}, cwd=AWAY)
 
 
 def wait_for_lock(proc, lock):
