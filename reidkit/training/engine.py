@@ -444,7 +444,9 @@ def evaluate_during_training(model, store, config, device) -> dict:
     model.eval()
     try:
         runner = ReidModelRunner(model, config, device)
-        metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"])
+        workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
+        metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"],
+                                  num_workers=workers)  # decoding in workers, like training's loader
     finally:
         model.train()
         torch.set_rng_state(rng)
