@@ -245,6 +245,29 @@ def build_ccvid(root: Path) -> Path:
     return base
 
 
+# enough for video training: 3 training persons, each in 2 outfits and 2 tracklets; test persons seen in several cameras
+CCVID_VIDEO = {
+    "train": [(f"session{s}/{p:03d}_{c:02d}", f"{p:03d}", f"u{s}_l1_s1_c1_b1", n)
+              for p in (1, 2, 3) for s, c, n in ((1, 1, 9), (3, 2, 3))],
+    "query": [("session2/010_03", "010", "u1_l1_s1_c1_b1", 5), ("session2/011_03", "011", "u1_l1_s1_c1_b1", 4)],
+    "gallery": [("session1/010_01", "010", "u1_l1_s1_c1_b1", 4), ("session3/010_02", "010", "u2_l1_s1_c1_b1", 6),
+                ("session1/011_01", "011", "u1_l1_s1_c1_b1", 3), ("session3/011_02", "011", "u2_l1_s1_c1_b1", 5)],
+}
+
+
+def build_ccvid_video(root: Path) -> Path:
+    """CCVID's layout with tracklets long and many enough to train clips on (video training tests)."""
+    base = Path(root) / "CCVID"
+    for split, tracklets in CCVID_VIDEO.items():
+        lines = []
+        for folder, pid, outfit, frames in tracklets:
+            for f in range(frames):  # pixels that differ by person and frame (sizes seed the pattern)
+                write_image(base / folder / f"{100 + f:05d}.jpg", data=image_bytes("jpg", 8 + int(pid) % 7, 4 + f % 3))
+            lines.append(f"{folder}\t{pid}\t{outfit}")
+        (base / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
 # -- CUHK03: the .mat files in their real structure ---------------------------------------
 def write_mat73_cuhk03(path: Path, persons_per_pair=(3, 2), empty=frozenset({(1, 2, 9)}), height=10, width=6, pool=0) -> dict:
     """cuhk-03.mat as MATLAB v7.3 writes it: HDF5 with a 512-byte header block, data under #refs#.

@@ -107,11 +107,17 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
             p = self.gem_p.clamp(min=1e-6)
             return fmap.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1.0 / p)
 
-        def forward(self, images):
+        def features(self, images):
+            """Pooled (and projected) features, before the neck: what video training averages over a clip's frames."""
             feat = self.pool(self.trunk.forward_features(images))
-            if self.embed is not None:
-                feat = self.embed(feat)
-            return feat, self.bn(feat)
+            return self.embed(feat) if self.embed is not None else feat
+
+        def neck(self, feat):
+            return self.bn(feat)
+
+        def forward(self, images):
+            feat = self.features(images)
+            return feat, self.neck(feat)
 
     return TimmReidBackbone()
 

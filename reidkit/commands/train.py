@@ -48,6 +48,13 @@ def parse_batch(value):
 @click.option("--images-per-id", type=click.IntRange(min=1), default=None, help="K: images per person in a batch. [default: strategy's: baseline 4, cal 8]")
 @click.option("--height", type=click.IntRange(min=8), default=None, help="Input image height in pixels. [default: strategy's: baseline 256, cal 384]")
 @click.option("--width", type=click.IntRange(min=8), default=None, help="Input image width in pixels. [default: strategy's: baseline 128, cal 192]")
+@click.option("--clip-len", "clip_len", type=click.IntRange(min=0), default=None,
+              help="Video training: frames per clip taken from a tracklet (CCVID; CAL: 8); 0 trains on single images. [default: 0]")
+@click.option("--clip-stride", "clip_stride", type=click.IntRange(min=1), default=None,
+              help="Video training: a clip takes every Nth frame (CAL: 4). [default: 4]")
+@click.option("--clip-chunk", "clip_chunk", type=click.IntRange(min=0), default=None,
+              help="Video training: tracklets cut into pieces of N frames, one clip per piece (CAL's dense sampling: 64; "
+                   "0: whole tracklets). [default: 64]")
 @click.option("--lr", type=click.FloatRange(min=0), default=None, help="Base learning rate (Adam). [default: strategy's: 3.5e-4 for all]")
 @click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None,
               help="Mixed precision on GPU (auto: bf16 where supported, else fp16; CPU runs never use it). [default: auto]")
@@ -66,8 +73,8 @@ def parse_batch(value):
                                           "(alone with --out: with the run's own settings). [default: off]")
 @json_option
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
-          images_per_id, height, width, lr, amp, num_workers, checkpoint_every, keep_checkpoints, check_sync, compile_model, eval_every,
-          max_steps_per_epoch, resume, as_json):
+          images_per_id, height, width, clip_len, clip_stride, clip_chunk, lr, amp, num_workers, checkpoint_every, keep_checkpoints,
+          check_sync, compile_model, eval_every, max_steps_per_epoch, resume, as_json):
     """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
@@ -100,7 +107,8 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
         file_source = str(Path(out) / "config.yaml")
     overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
                  "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
-                 "width": width, "lr": lr, "amp": amp, "num_workers": num_workers, "checkpoint_every": checkpoint_every,
+                 "width": width, "clip_len": clip_len, "clip_stride": clip_stride, "clip_chunk": clip_chunk, "lr": lr, "amp": amp,
+                 "num_workers": num_workers, "checkpoint_every": checkpoint_every,
                  "keep_checkpoints": keep_checkpoints, "check_sync": check_sync, "compile": compile_model, "eval_every": eval_every,
                  "max_steps_per_epoch": max_steps_per_epoch}
     config = resolve_config(plugin, file_settings, overrides, file_source=file_source)

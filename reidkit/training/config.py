@@ -19,6 +19,8 @@ COMMON = {
     "eval_protocols": None, "eval_batch_size": 128,
     "max_steps_per_epoch": None, "init_from": None,
     "scale_schedule": False,  # true: every epoch-valued setting scaled by epochs / the strategy's default epochs
+    # video training (docs/training.md "Video (CCVID)"): frames per clip (0: image training), CAL's stride and dense pieces
+    "clip_len": 0, "clip_stride": 4, "clip_chunk": 64,
 }
 # settings that name an epoch (0-based) or a number of epochs; checked against the run's length
 EPOCH_SETTINGS = ("warmup_epochs", "milestones", "clothes_start_epoch", "adversarial_start_epoch", "progress_epochs")
@@ -96,6 +98,9 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
     config["generated"] = list(config["generated"])
     if config.get("scale_schedule"):
         config.update(scaled_schedule(config, int(defaults.get("epochs", config["epochs"]))))
+    from reidkit.training.video import check_video_config
+
+    check_video_config(config)  # clips with progressive or generated images: one line, before any run folder
     if getattr(factory, "needs_generated", False) and not config["generated"]:
         raise ReidkitError(f"strategy '{name}' trains with generated images: name a run with --generated RUN (see 'reidkit expand')")
     return config
@@ -109,6 +114,7 @@ NUMERIC_SETTINGS = {
     "epochs": ("int", 1), "seed": ("int", 0), "num_workers": ("int", 0), "eval_every": ("int", 0),
     "checkpoint_every": ("int", 1), "keep_checkpoints": ("int", 1), "log_every_steps": ("int", 1),
     "eval_batch_size": ("int", 1), "max_steps_per_epoch": ("int", 1),
+    "clip_len": ("int", 0), "clip_stride": ("int", 1), "clip_chunk": ("int", 0),
     "ids_per_batch": ("int", 2), "images_per_id": ("int", 1), "height": ("int", 8), "width": ("int", 8),
     "warmup_epochs": ("int", 0), "clothes_start_epoch": ("int", 0), "adversarial_start_epoch": ("int", 0),
     "milestones": ("int list", 0), "progress_epochs": ("int list", 0),

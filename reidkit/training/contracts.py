@@ -22,7 +22,10 @@ class Backbone(Protocol):
     ``forward(images)`` takes an N x 3 x H x W float batch (ImageNet-normalised)
     and returns ``(features, bn_features)``: the pooled (and projected)
     embedding used by metric losses, and the same after the BNNeck, used by
-    classifiers and at test time.
+    classifiers and at test time. Optional, needed for video training
+    (``clip_len > 0``): ``features(images)`` (the pooled embedding, before the
+    neck) and ``neck(features)``, so a clip's frame features can be averaged
+    over time before the neck.
     """
 
     feature_dim: int

@@ -134,7 +134,14 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE_CHANGES}}
         elif checkpoint is not None:
             raise ReidkitError(f"{out} already holds a training run: use --resume to continue it, or another --out")
-        items = build_items(store, config["generated"])
+        clip_len = int(config.get("clip_len") or 0)
+        if clip_len > 0:  # video training: one item per tracklet piece (reidkit.training.video)
+            from reidkit.training.video import build_clip_items, check_video_config
+
+            check_video_config(config)
+            items, pieces = build_clip_items(store, int(config.get("clip_chunk") or 0))
+        else:
+            items, pieces = build_items(store, config["generated"]), None
         config["store"] = str(Path(store_path).resolve())
         config["store_fingerprint"] = store.fingerprint
         config["data"] = {"num_classes": items.num_classes, "num_clothes": items.num_clothes,
@@ -142,6 +149,8 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                           "clothes_of_class": [list(map(int, c)) for c in items.clothes_of_class],
                           "real_images": items.num_real, "generated_images": int(len(items.kind) - items.num_real),
                           "variants": items.num_variants}
+        if pieces is not None:  # video: the items are tracklet pieces; real_images counts their frames
+            config["data"].update(real_images=int(sum(len(p) for p in pieces)), clip_pieces=len(pieces))
         config.setdefault("versions", {"reidkit": __version__, "torch": str(torch.__version__), "python": platform.python_version()})
         config["world_size"] = ctx.world
 
@@ -205,7 +214,13 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
         sampler = IdentityBatchSampler(items, config["ids_per_batch"], config["images_per_id"], seed,
                                        variant_limit=strategy.variant_limit, rank=ctx.rank, world=ctx.world)
         augment_settings = {**BOT_AUGMENT, **(config.get("augment") or {})}
-        dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=augment_settings)
+        if pieces is not None:
+            from reidkit.training.video import ClipDataset
+
+            dataset = ClipDataset(store, items, pieces, clip_len, int(config["clip_stride"]), config["height"], config["width"],
+                                  augment_settings=augment_settings)
+        else:
+            dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=augment_settings)
         workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
         epochs = int(config["epochs"])
         max_steps = max_steps or config.get("max_steps_per_epoch")
@@ -320,16 +335,23 @@ def _close_loader(loader):
 
 
 def device_batch(batch: dict, device: str, augment_settings: dict | None, generator, channels_last=False) -> dict:
-    """A loader batch (uint8 images) on the device, normalised, with random erasing drawn from ``generator``
-    (``augment_settings`` None: no erasing)."""
+    """A loader batch (uint8 images, or B x T clips) on the device, normalised, with random erasing drawn from
+    ``generator`` (``augment_settings`` None: no erasing); a clip gets one rectangle for all its frames."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     images = out["image"]
+    clips = images.shape[:2] if images.dim() == 5 else None
+    if clips is not None:
+        images = images.flatten(0, 1)
     boxes, fill = None, None
     if augment_settings and float(augment_settings.get("erase", 0)) > 0:
-        n, _, h, w = images.shape
-        boxes = erase_boxes(n, h, w, float(augment_settings["erase"]), generator)
+        _, _, h, w = images.shape
+        boxes = erase_boxes(clips[0] if clips is not None else len(images), h, w, float(augment_settings["erase"]), generator)
+        if clips is not None:
+            boxes = boxes.repeat_interleave(clips[1], 0)
         fill = augment_settings["erase_fill"]
     out["image"] = device_normalise_and_erase(images, boxes, fill, channels_last=channels_last)
+    if clips is not None:
+        out["image"] = out["image"].unflatten(0, tuple(clips))
     return out
 
 

@@ -28,7 +28,12 @@ def build_model(config: dict, num_classes: int, num_clothes: int, clothes_of_cla
     settings = {k: v for k, v in config["backbone"].items() if k != "resolved_weights"}  # a record, not a setting
     if not start_weights and settings.get("weights") is not None:
         settings["weights"] = None
-    backbone = get_plugins().get("backbones", settings.pop("plugin", "timm"))(**settings)
+    plugin = settings.pop("plugin", "timm")
+    backbone = get_plugins().get("backbones", plugin)(**settings)
+    if int(config.get("clip_len") or 0) > 0:  # video training pools over time before the neck
+        from reidkit.training.video import check_backbone
+
+        check_backbone(backbone, plugin)
     strategy = strategy or strategy_factory(config["plugin"])(config)
     heads = strategy.build_heads(backbone.feature_dim, num_classes, num_clothes, clothes_of_class)
 
@@ -39,7 +44,13 @@ def build_model(config: dict, num_classes: int, num_clothes: int, clothes_of_cla
             self.heads = heads
 
         def forward(self, images):
-            feat, bn = self.backbone(images)
+            """N x 3 x H x W images, or B x T x 3 x H x W clips (frame features averaged over T before the neck)."""
+            if images.dim() == 5:
+                from reidkit.training.video import temporal_pool
+
+                feat, bn = temporal_pool(self.backbone, images)
+            else:
+                feat, bn = self.backbone(images)
             return self.heads(feat, bn)
 
     return ReidModel(), strategy
