@@ -32,7 +32,8 @@ class WriterLock:
     def __init__(self, path: Path, what: str):
         self.path, self.what, self.fd = Path(path), what, None
 
-    def acquire(self) -> "WriterLock":
+    def acquire(self, wait_message: str | None = None) -> "WriterLock":
+        """Take the lock now, or refuse in one line; with ``wait_message``, wait for the holder instead (saying so once)."""
         import fcntl
 
         import errno
@@ -51,10 +52,17 @@ class WriterLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise StoreError(f"{self.what} is being written by another reidkit process{holder}; expected one writer "
-                                 "at a time (wait for it to finish, or stop it)") from None
+                if wait_message is not None:
+                    import sys
+
+                    print(wait_message, file=sys.stderr, flush=True)
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel hands it over when the holder releases or dies
+                    wait_message = None
+                else:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise StoreError(f"{self.what} is being written by another reidkit process{holder}; expected one writer "
+                                     "at a time (wait for it to finish, or stop it)") from None
             except OSError as exc:
                 os.close(fd)
                 raise StoreError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
