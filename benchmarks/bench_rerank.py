@@ -10,7 +10,11 @@ its first --old-rows rows and extrapolated linearly (its cost is the same for
 every row block); the two agree on those rows' neighbour lists (checked in the run).
 Wall and CPU time (time.process_time) for both, and the ratio.
 
---full also runs reidkit's whole re-ranking + scoring; --dense (Market scale only)
+--full also runs reidkit's whole re-ranking + scoring (reusing the k-NN lists
+just timed), by stage, times the previous Jaccard block (dense float64 over each
+query chunk) on the first --old-chunks chunks, scaled, and reports the whole
+re-ranking old vs new: old k-NN pass + shared stages (weights, expansion,
+scoring) + old blocks against the new ones. --dense (Market scale only)
 also runs the dense reference (the authors' / torchreid's re_ranking, float32)
 and reports the largest difference of final distances. --device cuda runs the
 k-NN pass (and the distances) on the GPU.
@@ -64,7 +68,7 @@ def old_knn_rows(computer, feats, k, n_rows, rows=None):
     return np.concatenate(knn), np.concatenate(row_max)
 
 
-def bench_knn(q, g, old_rows, device="cpu", k=21):
+def bench_knn(q, g, old_rows, device="cpu", k=21, keep=False):
     import torch
 
     from reidkit.evaluation.distance import DistanceComputer
@@ -74,7 +78,7 @@ def bench_knn(q, g, old_rows, device="cpu", k=21):
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     new_clock, old_clock, rec = Clock(), Clock(), {}
     with measure(rec), new_clock:
-        knn, row_max = _knn_pass(DistanceComputer(feats, "cosine", device), feats, k,
+        knn, row_max, knn_d2 = _knn_pass(DistanceComputer(feats, "cosine", device), feats, k,
                                  progress=progress_printer(len(feats), "new k-NN pass"))
         sync()
     old_rows = min(old_rows, len(feats))
@@ -88,7 +92,7 @@ def bench_knn(q, g, old_rows, device="cpu", k=21):
             "old": {**old, "measured_rows": old_rows, "measured": old_clock.report(), "extrapolated": old_rows < len(feats)},
             "same_lists_on_old_rows": bool((old_knn == knn[:old_rows]).all()),
             "max_rel_difference_row_max": float(np.abs(old_max / row_max[:old_rows] - 1).max()),
-            "speedup": {key: old[key] / new_clock.report()[key] for key in ("wall", "cpu")}}
+            "speedup": {key: old[key] / new_clock.report()[key] for key in ("wall", "cpu")}}, ((knn, row_max, knn_d2) if keep else None)
 
 
 def progress_printer(total, label):
@@ -104,27 +108,80 @@ def progress_printer(total, label):
     return update
 
 
-def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix):
-    from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator
-    from reidkit.evaluation.rerank import KReciprocal
+def old_jaccard_block(rr, start, stop):
+    """The previous KReciprocal.block: dense float64 min-sum, Jaccard and original distances over the whole block."""
+    from reidkit.evaluation.rerank import expand_ranges
 
-    rec, out, blocks, clock = {}, {}, [], Clock()
-    with measure(rec), clock:
-        t0 = time.perf_counter()
-        rr = KReciprocal(q, g, 20, 6, 0.3, "cosine", device, progress=progress_printer(len(q) + len(g), "k-NN pass"))
-        out["prepare_s"] = time.perf_counter() - t0
-        out["v_entries_per_row"] = float(len(rr.v.data) / rr.n)
-        scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
-        report = progress_printer(len(q), "re-ranked blocks")
-        for start, block in rr.chunks():
-            acc.add(scorer.score(block, q_pids[start : start + len(block)], q_cams[start : start + len(block)]), start)
-            if keep_matrix:
-                blocks.append(block)
-            report(len(block))
-        metrics = acc.summary()
+    q_rows = np.arange(start, stop)
+    which, cols, vq = rr.v.gather(q_rows)
+    rep, pos = expand_ranges(rr.col_ptr[cols], rr.col_ptr[cols + 1])
+    mins = np.minimum(vq[rep], rr.col_vals[pos])
+    keys = which[rep] * rr.ng + rr.col_rows[pos]
+    temp_min = np.bincount(keys, weights=mins, minlength=len(q_rows) * rr.ng).reshape(len(q_rows), rr.ng)
+    jaccard = 1.0 - temp_min / (2.0 - temp_min)
+    orig = rr.computer.block(rr.feats[start:stop], slice(rr.nq, rr.n)).astype(np.float64) ** 2
+    orig /= rr.row_max[start:stop, None]
+    return ((1.0 - rr.lambda_) * jaccard + rr.lambda_ * orig).astype(np.float32)
+
+
+def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=None, old_chunks=0):
+    """reidkit's whole re-ranking + scoring, by stage. knn: the k-NN pass's result, already timed (reused, not rerun).
+    old_chunks: also time the previous Jaccard block on the first query chunks (results compared), to scale."""
+    import reidkit.evaluation.rerank as rerank
+    from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator
+
+    rec, out, blocks = {}, {}, []
+    clock, prep_clock, block_clock, score_clock, old_clock = Clock(), Clock(), Clock(), Clock(), Clock()
+    saved = rerank._knn_pass
+    if knn is not None:
+        rerank._knn_pass = lambda *a, **k: knn
+    try:
+        with measure(rec), clock:
+            with prep_clock:
+                rr = rerank.KReciprocal(q, g, 20, 6, 0.3, "cosine", device,
+                                        progress=progress_printer(len(q) + len(g), "k-NN pass"))
+            out["v_entries_per_row"] = float(len(rr.v.data) / rr.n)
+            scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
+            report = progress_printer(len(q), "re-ranked blocks")
+            chunks, old_rows, differ = rr.chunks(), 0, 0.0
+            while True:
+                with block_clock:
+                    item = next(chunks, None)
+                if item is None:
+                    break
+                start, block = item
+                with score_clock:
+                    acc.add(scorer.score(block, q_pids[start : start + len(block)], q_cams[start : start + len(block)]), start)
+                if keep_matrix:
+                    blocks.append(block)
+                if old_rows < old_chunks * len(block) and old_chunks:
+                    with old_clock:
+                        old = old_jaccard_block(rr, start, start + len(block))
+                    differ = max(differ, float(np.abs(old.astype(np.float64) - block).max()))
+                    old_rows += len(block)
+                report(len(block))
+            metrics = acc.summary()
+    finally:
+        rerank._knn_pass = saved
     out.update(seconds=rec["seconds"], cpu_seconds=clock.cpu, peak_extra_gb=rec["peak_extra_gb"],
+               stages={"weights_and_expansion" if knn is not None else "knn_weights_and_expansion": prep_clock.report(),
+                       "jaccard_blocks": block_clock.report(), "scoring": score_clock.report()},
                metrics={k: metrics[k] for k in ("rank1", "mAP", "mINP", "valid_queries")})
+    if old_rows:
+        out["old_jaccard_blocks"] = {"measured_queries": old_rows, "measured": old_clock.report(),
+                                     "scaled": {k: v * len(q) / old_rows for k, v in old_clock.report().items()},
+                                     "max_abs_difference_from_new": differ}
     return out, (np.concatenate(blocks) if keep_matrix else None)
+
+
+def whole(run):
+    """Whole re-ranking + scoring, new and old: the old k-NN pass and Jaccard blocks (scaled) with the shared stages."""
+    full, knn = run["reidkit"], run["knn_pass"]
+    st = full["stages"]
+    shared = {k: st["weights_and_expansion"][k] + st["scoring"][k] for k in ("wall", "cpu")}
+    new = {k: knn["new"][k] + shared[k] + st["jaccard_blocks"][k] for k in ("wall", "cpu")}
+    old = {k: knn["old"][k] + shared[k] + full["old_jaccard_blocks"]["scaled"][k] for k in ("wall", "cpu")}
+    return {"new": new, "old": old, "speedup": {k: old[k] / new[k] for k in ("wall", "cpu")}}
 
 
 def run_dense(q, g, q_pids, g_pids, q_cams, g_cams):
@@ -147,7 +204,8 @@ def main():
     ap.add_argument("--dim", type=int, help="feature dimension (default: 2048 random, 256 clustered)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--old-rows", type=int, default=4096, help="rows the old k-NN pass is timed on, then extrapolated")
-    ap.add_argument("--full", action="store_true", help="also time reidkit's whole re-ranking + scoring")
+    ap.add_argument("--full", action="store_true", help="also time reidkit's whole re-ranking + scoring (reusing the timed k-NN pass)")
+    ap.add_argument("--old-chunks", type=int, default=8, help="with --full: query chunks the previous Jaccard block is timed on, then scaled")
     ap.add_argument("--dense", action="store_true", help="also run the dense reference (Market scale only)")
     ap.add_argument("--device", default="cpu", help="torch device of the k-NN pass and distances")
     ap.add_argument("--json", type=Path)
@@ -166,13 +224,16 @@ def main():
             q, g, q_pids, g_pids, q_cams, g_cams = make_data(scale, kind, args.dim, args.seed)
             run = {"scale": scale, "kind": kind, "queries": len(q), "gallery": len(g), "dim": q.shape[1], "device": args.device,
                    "load_average_before": os.getloadavg()}
-            run["knn_pass"] = bench_knn(q, g, args.old_rows, args.device)
+            run["knn_pass"], knn = bench_knn(q, g, args.old_rows, args.device, keep=args.full)
             run["load_average_after"] = os.getloadavg()
             print(json.dumps(run, indent=1), flush=True)
             if args.dense and scale == "market":
                 run["dense"], dense = run_dense(q, g, q_pids, g_pids, q_cams, g_cams)
             if args.full or (args.dense and scale == "market"):
-                run["reidkit"], mine = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, args.device, keep_matrix=args.dense and scale == "market")
+                run["reidkit"], mine = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, args.device,
+                                                  keep_matrix=args.dense and scale == "market", knn=knn, old_chunks=args.old_chunks)
+                if args.full:
+                    run["whole"] = whole(run)
                 if args.dense and scale == "market":
                     run["max_abs_difference"] = float(np.abs(dense.astype(np.float64) - mine).max())
                     del dense, mine

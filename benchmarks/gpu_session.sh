@@ -29,5 +29,6 @@ part dlcr 260 $PY benchmarks/bench_dlcr.py --full-size --device cuda --dtype bfl
 part train 120 $PY benchmarks/bench_train.py --device cuda --amp bf16 --backbone resnet50 --height 256 --width 128 \
   --batch 16,4 --ids 200 --steps 60 --workers 8
 part dreid 100 $PY benchmarks/bench_diffusion_reid.py --size sd15 --device cuda --dtype bfloat16 --images 16 --micro-batch 16
-part eval 80 $PY benchmarks/bench_eval.py --scale msmt --device cuda
-part rerank 80 $PY benchmarks/bench_rerank.py --scale msmt --device cuda
+part eval 200 $PY benchmarks/bench_eval.py --scale msmt --device cuda --classic-queries 1000 --json "$OUT/eval.json"
+part rerank 300 $PY benchmarks/bench_rerank.py --scale msmt --device cuda --old-rows 2048 --full --old-chunks 4 \
+  --json "$OUT/rerank.json"

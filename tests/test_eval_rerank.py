@@ -79,9 +79,10 @@ def test_knn_pass_in_blocks_equals_a_full_stable_sort(rows, dtype):
     computer = DistanceComputer(feats, "euclidean")
     d2 = computer.self_block(slice(None), slice(None)).square_().numpy()  # the whole matrix at once
     for k in (1, 5, 21):
-        knn, row_max = _knn_pass(computer, feats, k, rows)
+        knn, row_max, knn_d2 = _knn_pass(computer, feats, k, rows)
         np.testing.assert_array_equal(knn, np.argsort(d2, axis=1, kind="stable")[:, :k])
         np.testing.assert_array_equal(row_max, d2.max(1))
+        np.testing.assert_array_equal(knn_d2, np.take_along_axis(d2, knn, axis=1))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -103,6 +104,56 @@ def test_cosine_knn_pass_with_exact_ties_equals_a_full_stable_sort(rows, dtype):
     d2 = computer.self_block(slice(None), slice(None)).square_().numpy()
     assert len(np.unique(d2)) < 10  # ties everywhere
     for k in (1, 5, 21):
-        knn, row_max = _knn_pass(computer, feats, k, rows)
+        knn, row_max, knn_d2 = _knn_pass(computer, feats, k, rows)
         np.testing.assert_array_equal(knn, np.argsort(d2, axis=1, kind="stable")[:, :k])
         np.testing.assert_array_equal(row_max, d2.max(1))
+        np.testing.assert_array_equal(knn_d2, np.take_along_axis(d2, knn, axis=1))
+
+
+@pytest.mark.parametrize("rows,dim", [(64, 32), (100, 32), (256, 32), (100, 1100)])
+def test_similarity_screen_gives_the_distance_block_lists(rows, dim):
+    # The float32 cosine pass screens dot products (segments of 64 by their maximum, a threshold with a rounding
+    # margin) instead of transforming every distance; over the same blocks it must keep exactly the lists and maxima
+    # of the pass that filters the distances themselves: clustered features with near-duplicates (d^2 differing in
+    # the last bits, exact duplicates), sizes that leave ragged segments and a last block smaller than k; above
+    # 1024 dimensions the products come from numpy's BLAS and the screen runs on one torch thread.
+    import torch
+
+    from reidkit.evaluation.distance import DistanceComputer
+    from reidkit.evaluation.rerank import _knn_pass_blocks, _knn_pass_screened
+
+    rng = np.random.default_rng(rows)
+    centres = rng.standard_normal((12, dim)).astype(np.float32)
+    feats = centres[rng.integers(0, 12, 530)] + 0.3 * rng.standard_normal((530, dim)).astype(np.float32)
+    feats[40:50] = feats[7] + np.float32(1e-7) * rng.standard_normal((10, dim)).astype(np.float32)
+    feats[60:64] = feats[7]
+    n = len(feats) - (530 % rows) + 5  # the last block has 5 rows: fewer than k
+    feats = feats[:n]
+    computer = DistanceComputer(feats, "cosine")
+    for k in (1, 21, 30):
+        want_knn, want_max, want_d2 = _knn_pass_blocks(computer, feats, k, rows)
+        threads = torch.get_num_threads()
+        got_knn, got_max, got_d2 = _knn_pass_screened(computer, n, k, rows)
+        assert torch.get_num_threads() == threads  # restored
+        np.testing.assert_array_equal(got_knn, want_knn)
+        np.testing.assert_array_equal(got_max, want_max)
+        np.testing.assert_array_equal(got_d2, want_d2)
+
+
+def test_similarity_threshold_never_screens_out_an_entry_that_can_enter():
+    # Every float32 s whose d^2 is at or below a row's farthest kept d^2 must pass the screen: checked on a dense
+    # sweep of similarities around many thresholds, including the clamps (s near 1 and near -1).
+    import torch
+
+    from reidkit.evaluation.distance import cosine_distance_
+    from reidkit.evaluation.rerank import _threshold
+
+    rng = np.random.default_rng(0)
+    base = np.concatenate([rng.uniform(-1.0001, 1.0001, 2000), [1.0, -1.0, 0.0, 0.5, -0.5]]).astype(np.float32)
+    s = torch.from_numpy(np.concatenate([base + np.float32(j) * np.spacing(base) for j in range(-40, 41)]))
+    d2 = cosine_distance_(s.clone()).square_()
+    far = d2[torch.from_numpy(rng.integers(0, len(s), 3000))]
+    thr = _threshold(far)
+    enters = d2[None, :] <= far[:, None]
+    assert bool((s[None, :] >= thr[:, None])[enters].all())
+    assert float((s[None, :] >= thr[:, None]).float().mean()) < float(enters.float().mean()) + 0.01  # a margin, not an open screen

@@ -40,6 +40,11 @@ def device_block_elements(device) -> int:
     return int(min(1 << 28, max(1 << 22, free // 64)))  # ranking a block needs about 24 bytes an element: keep a wide margin
 
 
+def cosine_distance_(similarity):
+    """1 - s clamped to [0, 2], in place: the one formula, so blocks and re-checked entries round alike."""
+    return similarity.neg_().add_(1.0).clamp_(0.0, 2.0)
+
+
 class DistanceComputer:
     """Holds the prepared gallery (normalised or with squared norms) and yields query blocks."""
 
@@ -60,20 +65,37 @@ class DistanceComputer:
             t = torch.nn.functional.normalize(t, dim=1)
         return t
 
-    def _distances(self, q, q_sq, columns: slice):
+    def _distances(self, q, q_sq, columns: slice, blas: str = "numpy"):
         """Distances of prepared rows ``q`` (squared norms ``q_sq`` for euclidean) to gallery[columns], a tensor."""
-        import torch
-
-        g = self.gallery[columns]
-        if self.device.type == "cpu":  # numpy's BLAS ran these float products 10-20% faster than torch's here
-            d = torch.from_numpy(np.matmul(q.numpy(), g.numpy().T))
-        else:
-            d = q @ g.T
+        d = self._products(q, self.gallery[columns], blas=blas)
         if self.metric == "cosine":
-            d.neg_().add_(1.0).clamp_(0.0, 2.0)
+            cosine_distance_(d)
         else:
             d.mul_(-2.0).add_(q_sq[:, None]).add_(self.gallery_sq[columns][None, :]).clamp_(min=0.0).sqrt_()
         return d
+
+    def _products(self, q, g, out=None, blas="numpy"):
+        """q @ g.T; ``out`` (a contiguous tensor of that shape) receives it when given.
+
+        blas="torch" keeps the CPU product in torch's thread pool: numpy's OpenBLAS threads spin after each call
+        and slowed torch's reductions of the block that follow (1.6x at 256-d)."""
+        import torch
+
+        if self.device.type == "cpu" and blas == "numpy":  # numpy's BLAS ran these float products 10-20% faster than torch's here
+            return torch.from_numpy(np.matmul(q.numpy(), g.numpy().T, out=None if out is None else out.numpy()))
+        return torch.mm(q, g.T, out=out) if out is not None else q @ g.T
+
+    def self_products(self, rows: slice, columns: slice, out=None):
+        """Dot products among the prepared items (cosine: similarities; cosine_distance_ of them gives the distances)."""
+        import torch
+
+        with torch.no_grad():
+            return self._products(self.gallery[rows], self.gallery[columns], out, blas=self.self_blas())
+
+    def self_blas(self):
+        # square blocks then reduced in torch: torch's product keeps one thread pool (1.5x faster whole k-NN pass at
+        # 256-d, equal at 1024-d); above that the pass is product-bound and numpy's is faster (1.17x at 2048-d)
+        return "numpy" if self.gallery.shape[1] > 1024 else "torch"
 
     def block_tensor(self, queries: np.ndarray, columns: slice = slice(None)):
         """Distances of a (small) set of queries to the gallery (or the ``columns`` slice of it), on the device."""
@@ -88,7 +110,7 @@ class DistanceComputer:
         import torch
 
         with torch.no_grad():
-            return self._distances(self.gallery[rows], None if self.gallery_sq is None else self.gallery_sq[rows], columns)
+            return self._distances(self.gallery[rows], None if self.gallery_sq is None else self.gallery_sq[rows], columns, self.self_blas())
 
     def block(self, queries: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
         """Distances of a (small) set of queries to the gallery (or the ``columns`` slice of it), numpy."""
@@ -106,7 +128,7 @@ class DistanceComputer:
                 b = self.gallery[torch.as_tensor(j[s : s + step], device=self.device)]
                 dot = (a * b).sum(1)
                 if self.metric == "cosine":
-                    d = (1.0 - dot).clamp_(0.0, 2.0)
+                    d = cosine_distance_(dot)
                 else:
                     d = ((a * a).sum(1) + (b * b).sum(1) - 2.0 * dot).clamp_(min=0.0).sqrt_()
                 out[s : s + step] = d.cpu().numpy()

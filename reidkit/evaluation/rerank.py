@@ -26,14 +26,225 @@ from typing import Iterator
 
 import numpy as np
 
-from reidkit.evaluation.distance import DistanceComputer, rows_per_chunk
+from reidkit.evaluation.distance import DistanceComputer, cosine_distance_, rows_per_chunk
 
 _PAIR_BUDGET = 1 << 23  # (query entry, gallery entry) pairs per Jaccard chunk
 _KNN_BLOCK = 4096  # k-NN pass block side on the CPU: 2048 ran 1.8x slower here, 6144 and 8192 no faster (64 MB blocks)
 _KNN_BLOCK_GPU = 8192
 
 
+_SEGMENT = 64  # entries of a row a screen looks at as one: the segment's maximum similarity says whether any can enter
+_SEGMENT_DOWN = 16  # the same down a column (measured: 16-row maxima run faster than 64-row ones, and reads are strided)
+
+
 def _knn_pass(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int | None = None, progress=None):
+    """k nearest neighbours (by d^2, ties by index) and max d^2 of every row: the similarity screen for float32
+    cosine distances, the distance-block pass otherwise (same lists, same maxima)."""
+    import torch
+
+    if computer.metric == "cosine" and computer.dtype == torch.float32:
+        return _knn_pass_screened(computer, len(feats), k, rows, progress)
+    return _knn_pass_blocks(computer, feats, k, rows, progress)
+
+
+def _threshold(far):
+    """Lowest similarity s whose cosine d^2 = round(round(1 - s)^2) can be at or below ``far`` (float32, rounded down).
+
+    1 - s rounds by at most 2^-23 (|1 - s| <= 2) and the square by a relative 2^-24; the margins below are 8x
+    those, so no entry that can enter is screened out (the few extra ones are re-checked exactly)."""
+    import torch
+
+    far = far.double()
+    t = 1.0 - far.sqrt() * (1.0 + 2.0**-20) - 2.0**-20
+    t = torch.where(far >= 4.0, float("-inf"), t)  # d^2 = 4 is the clamp: every s at or below -1 has it
+    t32 = t.float()
+    return torch.where(t32.double() > t, torch.nextafter(t32, torch.tensor(float("-inf"), device=t32.device)), t32)
+
+
+def _at_or_above(sims, thr, transposed=False, dense_above=6):
+    """(row, column, value) of the entries at or above their row's threshold.
+
+    The rows are those of ``sims``, or its columns when ``transposed``. Rows are screened a segment at a time by
+    the segments' maxima, taken along the contiguous axis (64 entries of a row, or 16 down a column: faster than
+    a reduction over the transposed view, and fewer strided reads per passing segment), and only passing
+    segments are read; when more than ``dense_above`` segments a row pass (a row block's first blocks), one
+    comparison of the whole block and a scan of its mask 8 bytes at a time is cheaper."""
+    import torch
+
+    n_rows, n_cols = sims.shape
+    width = _SEGMENT_DOWN if transposed else _SEGMENT
+    if (n_rows if transposed else n_cols) % width or sims.numel() % 8:
+        return _dense_at_or_above(sims, thr, transposed)
+    if transposed:  # segments of `width` rows of one column: maxima (n_rows / width, n_cols)
+        top = sims.unflatten(0, (n_rows // width, width)).amax(1)
+        seg = torch.nonzero((top >= thr[None, :]).view(-1)).squeeze(1)
+        if len(seg) > dense_above * len(thr) * (_SEGMENT // width):
+            return _dense_at_or_above(sims, thr, transposed)
+        row, first = seg % n_cols, (seg // n_cols) * width
+        at = (first * n_cols + row)[:, None] + torch.arange(width, device=seg.device) * n_cols
+    else:  # segments of `width` entries of one row: maxima (n_rows, n_cols / width)
+        top = sims.unflatten(1, (n_cols // width, width)).amax(2)
+        seg = torch.nonzero((top >= thr[:, None]).view(-1)).squeeze(1)
+        if len(seg) > dense_above * len(thr):
+            return _dense_at_or_above(sims, thr, transposed)
+        row, first = seg // (n_cols // width), (seg % (n_cols // width)) * width
+        at = (row * n_cols + first)[:, None] + torch.arange(width, device=seg.device)
+    vals = sims.view(-1)[at]
+    hit = torch.nonzero((vals >= thr[row][:, None]).view(-1)).squeeze(1)
+    which, offset = hit // width, hit % width
+    return row[which], first[which] + offset, vals.view(-1)[hit]
+
+
+def _dense_at_or_above(sims, thr, transposed):
+    """_at_or_above by one comparison of the whole block; the mask is scanned as 8-byte words, most of them zero."""
+    import torch
+
+    mask = sims >= (thr[None, :] if transposed else thr[:, None])
+    if mask.numel() % 8:
+        flat = torch.nonzero(mask.view(-1)).squeeze(1)
+    else:
+        words = torch.nonzero(mask.view(-1).view(torch.int64)).squeeze(1)
+        h, b = torch.nonzero(mask.view(-1, 8)[words], as_tuple=True)
+        flat = words[h] * 8 + b
+    row, col = flat // sims.shape[1], flat % sims.shape[1]
+    vals = sims.reshape(-1)[flat]
+    return (col, row, vals) if transposed else (row, col, vals)
+
+
+def _keys(s, cols):
+    """Sort keys of entries: (bits of d^2, index); d^2 >= 0, so its float32 bits order like its value."""
+    import torch
+
+    d2 = cosine_distance_(s.clone()).square_()
+    return (d2.view(torch.int32).to(torch.int64) << 32) | cols
+
+
+class _Lists:
+    """One row block's k nearest so far ((R x k) keys, unordered), its screen, its minimum similarities, and entries waiting to join."""
+
+    NONE = (0x7F800000 << 32) | 0xFFFFFFFF  # +inf distance: an empty slot, sorts last
+
+    def __init__(self, n_rows, k, device):
+        import torch
+
+        self.k = k
+        self.kept = torch.full((n_rows, k), self.NONE, dtype=torch.int64, device=device)
+        self.thr = torch.full((n_rows,), float("-inf"), device=device)
+        self.min_s = torch.full((n_rows,), float("inf"), device=device)
+        self.waiting, self.count = [], 0
+
+    def add(self, rows, keys):
+        self.waiting.append((rows, keys))
+        self.count += len(rows)
+        if self.count >= len(self.kept):  # about one new entry a row: merge, so the threshold tightens
+            self.merge()
+
+    def merge(self):
+        import torch
+
+        if not self.waiting:
+            return
+        rows, keys = (torch.cat(t) for t in zip(*self.waiting))
+        self.waiting, self.count = [], 0
+        hit, rows = torch.unique(rows, return_inverse=True)
+        order = torch.argsort(rows)
+        rows, keys = rows[order], keys[order]
+        counts = torch.bincount(rows, minlength=len(hit))
+        slot = torch.arange(len(rows), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+        extra = torch.full((len(hit), int(counts.max())), self.NONE, dtype=torch.int64, device=rows.device)
+        extra[rows, slot] = keys
+        merged = torch.cat([self.kept[hit], extra], 1)
+        self.kept[hit] = torch.topk(merged, self.k, dim=1, largest=False, sorted=False).values
+        far = (self.kept[hit].amax(1) >> 32).to(torch.int32).view(torch.float32)
+        self.thr[hit] = _threshold(far)
+
+
+def _block_products(computer: DistanceComputer, spans, order):
+    """(a, b, dot products of row blocks a x b) in ``order``, into one reused buffer (no page faults per block)."""
+    import torch
+
+    size = max(e - s for s, e in spans)
+    buffer = torch.empty(size * size, device=computer.device)
+    for a, b in order:
+        (s, e), (s2, e2) = spans[a], spans[b]
+        yield a, b, computer.self_products(slice(s, e), slice(s2, e2), buffer[: (e - s) * (e2 - s2)].view(e - s, e2 - s2))
+
+
+def _knn_pass_screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
+    """The k-NN pass for float32 cosine distances (``_screened``), with torch's threads set for the product's BLAS."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if computer.device.type == "cpu" and computer.self_blas() == "numpy":
+        # numpy's BLAS threads spin after each product: torch's screening on one thread beside them ran the whole
+        # pass 8% faster at 2048-d than two threads contending with them
+        torch.set_num_threads(1)
+    try:
+        return _screened(computer, n, k, rows, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
+    """The k-NN pass for cosine distances, screening similarities instead of transforming every distance.
+
+    Same square blocks of the symmetric matrix (on and above the diagonal, each used for its rows and, transposed,
+    its columns' rows), but a block stays a block of dot products s: d^2 = round(1 - s)^2 falls as s rises, so a
+    row's maximum d^2 is that of its minimum s, and only entries at or above a similarity threshold (from the row's
+    farthest kept entry, with a margin for rounding) can enter its list. Rows are screened a segment of 64 entries
+    at a time by the segment's maximum; the few entries that pass get their exact d^2 and join the row's list by
+    (d^2, index). Each row block first takes its own diagonal block's k nearest, so no screen starts open.
+    """
+    import torch
+
+    k = min(k, n)
+    device = computer.device
+    step = rows or (_KNN_BLOCK_GPU if device.type == "cuda" else _KNN_BLOCK)
+    spans = [(s, min(n, s + step)) for s in range(0, n, step)]
+    lists = [_Lists(e - s, k, device) for s, e in spans]
+    knn = np.empty((n, k), np.int64)
+    knn_d2 = np.empty((n, k), np.float32)
+    row_max = np.empty(n, np.float64)
+
+    def offer(rows_of, sims, offset, transposed=False):
+        """rows_of's lists take the entries of sims (their rows, or columns if transposed, x items offset..) that pass."""
+        torch.minimum(rows_of.min_s, sims.amin(0 if transposed else 1), out=rows_of.min_s)
+        r, c, v = _at_or_above(sims, rows_of.thr, transposed)
+        if len(r):
+            rows_of.add(r, _keys(v, c + offset))
+
+    def finish(a):
+        s, e = spans[a]
+        done, lists[a] = lists[a], None
+        done.merge()
+        keys = np.sort(done.kept.cpu().numpy(), axis=1)
+        knn[s:e] = keys & 0xFFFFFFFF
+        knn_d2[s:e] = (keys >> 32).astype(np.int32).view(np.float32)
+        row_max[s:e] = cosine_distance_(done.min_s.clone()).square_().cpu().numpy()
+        if progress:
+            progress(e - s)
+
+    # diagonal blocks first (each row block's own k-th nearest opens its screen), then the blocks above them
+    order = [(a, a) for a in range(len(spans))] + [(a, b) for a in range(len(spans)) for b in range(a + 1, len(spans))]
+    for a, b, sims in _block_products(computer, spans, order):
+        (s, e), (s2, _) = spans[a], spans[b]
+        if a == b:
+            if e - s >= k:
+                kth = torch.topk(sims, k, dim=1, sorted=False).values.amin(1)
+                lists[a].thr = _threshold(cosine_distance_(kth).square_())
+            offer(lists[a], sims, s)
+            lists[a].merge()
+            continue
+        offer(lists[a], sims, s2)
+        offer(lists[b], sims, s, transposed=True)
+        if b == len(spans) - 1:
+            finish(a)
+    finish(len(spans) - 1)
+    row_max[row_max == 0] = 1.0
+    return knn, row_max, knn_d2
+
+
+def _knn_pass_blocks(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int | None = None, progress=None):
     """k nearest neighbours (by d^2, ties by index) and max d^2 of every row, from square blocks of the symmetric matrix.
 
     Only blocks on and above the diagonal are computed: each serves its rows, and transposed its
@@ -52,6 +263,7 @@ def _knn_pass(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int |
     best = [None] * len(spans)  # (values, indices) of each row block's nearest so far
     peak = [None] * len(spans)
     knn = np.empty((n, k), np.int64)
+    knn_d2 = np.empty((n, k), np.float64 if computer.dtype == torch.float64 else np.float32)
     row_max = np.empty(n, np.float64)
 
     def keep_nearest(b, vals, idx):
@@ -113,14 +325,15 @@ def _knn_pass(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int |
             if b > a:
                 merge(b, d2, s, True)
         vals, idx = (t.cpu().numpy() for t in best[a])
-        order = np.lexsort((idx, vals), axis=-1)  # by distance, then by index
-        knn[s:e] = np.take_along_axis(idx, order, axis=1)[:, :k]
+        order = np.lexsort((idx, vals), axis=-1)[:, :k]  # by distance, then by index
+        knn[s:e] = np.take_along_axis(idx, order, axis=1)
+        knn_d2[s:e] = np.take_along_axis(vals, order, axis=1)
         row_max[s:e] = peak[a].cpu().numpy()
         best[a] = peak[a] = None
         if progress:
             progress(e - s)
     row_max[row_max == 0] = 1.0
-    return knn, row_max
+    return knn, row_max, knn_d2
 
 
 def _reciprocal(nn: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -200,15 +413,19 @@ class KReciprocal:
         self.n = len(feats)
         self.computer = DistanceComputer(feats, metric, device)
         self.rows = rows
-        knn, self.row_max = _knn_pass(self.computer, feats, max(self.k1 + 1, self.k2), rows, progress)
-        v = self._weights(knn)
+        knn, self.row_max, knn_d2 = _knn_pass(self.computer, feats, max(self.k1 + 1, self.k2), rows, progress)
+        v = self._weights(knn, knn_d2)
         if self.k2 != 1:
             v = self._expand(v, knn[:, : self.k2])
         self.v = v
         self._index_gallery()
         self.feats = feats
 
-    def _weights(self, knn, chunk=4096) -> SparseRows:
+    def _weights(self, knn, knn_d2, chunk=4096) -> SparseRows:
+        # the k-NN pass's d^2 of each row's neighbours, by (row, item): most expansion-set members are among them
+        by_item = np.argsort(knn, axis=1)
+        listed = (np.arange(self.n)[:, None] * self.n + np.take_along_axis(knn, by_item, axis=1)).ravel()  # increasing
+        listed_d2 = np.take_along_axis(knn_d2, by_item, axis=1).ravel().astype(np.float64)
         parts = []
         for s in range(0, self.n, chunk):
             rows = np.arange(s, min(self.n, s + chunk))
@@ -216,7 +433,11 @@ class KReciprocal:
             r, c = np.nonzero(sets >= 0)
             cols = sets[r, c]
             i = rows[r]
-            orig = self.computer.pairs(i, cols).astype(np.float64) ** 2 / self.row_max[i]
+            at = np.minimum(np.searchsorted(listed, i * self.n + cols), len(listed) - 1)
+            found = listed[at] == i * self.n + cols
+            d2 = listed_d2[at]
+            d2[~found] = self.computer.pairs(i[~found], cols[~found]).astype(np.float64) ** 2  # the others: computed
+            orig = d2 / self.row_max[i]
             w = np.exp(-orig)
             total = np.bincount(r, weights=w, minlength=len(rows))
             indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(rows)))])
@@ -249,18 +470,30 @@ class KReciprocal:
         return np.bincount(which, weights=per_entry, minlength=len(q_rows))
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        """Final distances of queries start..stop to the whole gallery."""
+        """Final distances of queries start..stop to the whole gallery.
+
+        final = (1 - lambda) * jaccard + lambda * original. A query and a gallery item whose weight rows share no
+        entry (most pairs) have jaccard exactly 1: those entries are (1 - lambda) + lambda * d^2 / max, computed
+        over the whole block in the features' precision; the pairs that share entries get their Jaccard distance
+        from the min-sum, in float64, and replace them."""
+        import torch
+
         q_rows = np.arange(start, stop)
         which, cols, vq = self.v.gather(q_rows)
         rep, pos = expand_ranges(self.col_ptr[cols], self.col_ptr[cols + 1])
-        mins = np.minimum(vq[rep], self.col_vals[pos])
-        keys = which[rep] * self.ng + self.col_rows[pos]
-        temp_min = np.bincount(keys, weights=mins, minlength=len(q_rows) * self.ng).reshape(len(q_rows), self.ng)
+        # weights are positive, so a (query, gallery) pair shares entries exactly where its min-sum is > 0
+        temp_min = np.bincount(which[rep] * self.ng + self.col_rows[pos], weights=np.minimum(vq[rep], self.col_vals[pos]),
+                               minlength=len(q_rows) * self.ng)
+        shared = np.flatnonzero(temp_min)  # flat (query, gallery) positions in the block, sorted
+        temp_min = temp_min[shared]
+        d = self.computer.block_tensor(self.feats[start:stop], slice(self.nq, self.n))
+        at = torch.as_tensor(shared, device=d.device)
+        original = d.view(-1)[at].cpu().numpy().astype(np.float64) ** 2 / self.row_max[start + shared // self.ng]
+        scale = torch.as_tensor(self.lambda_ / self.row_max[start:stop], dtype=d.dtype, device=d.device)
+        final = d.square_().mul_(scale[:, None]).add_(1.0 - self.lambda_).cpu().numpy()
         jaccard = 1.0 - temp_min / (2.0 - temp_min)
-        orig = self.computer.block(self.feats[start:stop], slice(self.nq, self.n)).astype(np.float64) ** 2
-        orig /= self.row_max[start:stop, None]
-        final = (1.0 - self.lambda_) * jaccard + self.lambda_ * orig
-        return final.astype(self.feats.dtype if self.feats.dtype == np.float64 else np.float32)
+        final.reshape(-1)[shared] = (1.0 - self.lambda_) * jaccard + self.lambda_ * original
+        return final
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first query, final distances block) with bounded memory."""
