@@ -91,8 +91,21 @@ def bench_knn(q, g, old_rows, device="cpu", k=21, keep=False):
             "new": {**new_clock.report(), "peak_extra_gb": rec["peak_extra_gb"]},
             "old": {**old, "measured_rows": old_rows, "measured": old_clock.report(), "extrapolated": old_rows < len(feats)},
             "same_lists_on_old_rows": bool((old_knn == knn[:old_rows]).all()),
+            **list_differences(feats, old_knn, knn[:old_rows]),
             "max_rel_difference_row_max": float(np.abs(old_max / row_max[:old_rows] - 1).max()),
             "speedup": {key: old[key] / new_clock.report()[key] for key in ("wall", "cpu")}}, ((knn, row_max, knn_d2) if keep else None)
+
+
+def list_differences(feats, want, got):
+    """Rows whose neighbour lists differ, and the largest gap between the two lists' float64 cosine d^2, place by
+    place (near-ties that the two matrix products round apart give gaps at float32 rounding, about 1e-7)."""
+    rows = np.nonzero((want != got).any(1))[0]
+    unit = feats / np.linalg.norm(feats.astype(np.float64), axis=1, keepdims=True)
+    gap = 0.0
+    for r in rows:
+        d2 = lambda idx: np.square(np.clip(1.0 - unit[idx] @ unit[r], 0.0, 2.0))
+        gap = max(gap, float(np.abs(d2(want[r]) - d2(got[r])).max()))
+    return {"rows_with_different_lists": int(len(rows)), "max_float64_d2_gap_in_those_rows": gap}
 
 
 def progress_printer(total, label):

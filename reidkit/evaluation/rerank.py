@@ -7,13 +7,18 @@ the 2/3 rule, Gaussian weights, query expansion over k2 neighbours, Jaccard
 distance from the min-sum of weights; final = (1 - lambda) * jaccard +
 lambda * original), but never builds an (Nq + Ng)^2 matrix:
 
-1. one pass over row blocks of the (Nq + Ng) x (Nq + Ng) distances keeps
-   each row's k nearest neighbours (k = max(k1 + 1, k2)) and its maximum;
+1. one pass over square blocks (on and above the diagonal) of the symmetric
+   (Nq + Ng) x (Nq + Ng) matrix keeps each row's k nearest neighbours
+   (k = max(k1 + 1, k2)), their d^2 and the row's maximum; for float32 cosine
+   distances the blocks stay dot products, screened by 64-entry segment
+   maxima against a per-row similarity threshold with a rounding margin;
 2. the weight vectors V are sparse (at most (k1 + 1) * (k1 / 2 + 2) entries
-   a row), built from those lists and a few pairwise distances;
+   a row), built from those lists, their d^2, and a few pairwise distances;
 3. query expansion and the Jaccard min-sum run on the sparse rows;
-4. final distances are produced for query chunks x the whole gallery, and fed
-   straight to ranking (``chunks``), or gathered (``k_reciprocal``).
+4. final distances are produced for query chunks x the whole gallery (dense
+   where jaccard is exactly 1, the pairs sharing weight entries from the
+   min-sum), and fed straight to ranking (``chunks``), or gathered
+   (``k_reciprocal``).
 
 Differences from the dense code, by design: neighbour ties are broken by the
 lower item index (the dense code's argsort order among exactly equal
@@ -22,6 +27,7 @@ instead of dividing by zero.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import numpy as np
@@ -170,19 +176,27 @@ def _block_products(computer: DistanceComputer, spans, order):
         yield a, b, computer.self_products(slice(s, e), slice(s2, e2), buffer[: (e - s) * (e2 - s2)].view(e - s, e2 - s2))
 
 
-def _knn_pass_screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
-    """The k-NN pass for float32 cosine distances (``_screened``), with torch's threads set for the product's BLAS."""
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's CPU threads set to n (0: unchanged) inside the block.
+
+    numpy's BLAS threads spin for a while after each product: torch's work right after one ran faster on one
+    thread beside them than on two contending with them (the k-NN pass at 2048-d: 8%; Jaccard blocks: 10-20%)."""
     import torch
 
-    threads = torch.get_num_threads()
-    if computer.device.type == "cpu" and computer.self_blas() == "numpy":
-        # numpy's BLAS threads spin after each product: torch's screening on one thread beside them ran the whole
-        # pass 8% faster at 2048-d than two threads contending with them
-        torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
     try:
-        return _screened(computer, n, k, rows, progress)
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+def _knn_pass_screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
+    """The k-NN pass for float32 cosine distances (``_screened``), with torch's threads set for the product's BLAS."""
+    with _torch_threads(1 if computer.device.type == "cpu" and computer.self_blas() == "numpy" else 0):
+        return _screened(computer, n, k, rows, progress)
 
 
 def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
@@ -505,7 +519,9 @@ class KReciprocal:
             done = pairs[start - 1] if start else 0.0
             stop = int(np.searchsorted(pairs, done + _PAIR_BUDGET, side="right"))
             stop = min(max(stop, start + 1), start + cap, self.nq)
-            yield start, self.block(start, stop)
+            with _torch_threads(1 if self.computer.device.type == "cpu" else 0):  # its product is numpy's on the CPU
+                block = self.block(start, stop)
+            yield start, block
             start = stop
 
 
