@@ -445,3 +445,25 @@ def test_second_expand_of_the_same_run_shard_is_refused_while_one_runs(tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(reidkit.open_store(store).run("r")) == 2
     assert not lock_path(store, "runs.r.all").exists()
+
+
+def test_ctrl_c_while_the_checkpoint_thread_starts_still_finishes_it(tmp_path, monkeypatch):
+    # A Ctrl-C landing inside Thread.start() used to leave a half-started writer: the interrupted run's
+    # writer.wait() then failed ("cannot join thread before it is started") or the interpreter exited under a
+    # thread still writing (an abort). Now the interrupt is raised once the thread runs, and wait() finishes it.
+    import threading
+
+    from reidkit.training.checkpoint import CheckpointWriter
+
+    start = threading.Thread.start
+
+    def interrupted_start(self):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered while start() runs
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    writer, done = CheckpointWriter(), tmp_path / "written"
+    with pytest.raises(KeyboardInterrupt):
+        writer.submit(lambda: (time.sleep(0.2), done.write_text("ok")))
+    writer.wait(raise_error=False)
+    assert done.read_text() == "ok"
