@@ -156,7 +156,7 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
             out["v_entries_per_row"] = float(len(rr.v.data) / rr.n)
             scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
             report = progress_printer(len(q), "re-ranked blocks")
-            chunks, old_rows, differ = rr.chunks(), 0, 0.0
+            chunks, old_done, old_rows, differ = rr.chunks(), 0, 0, 0.0
             while True:
                 with block_clock:
                     item = next(chunks, None)
@@ -167,11 +167,11 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
                     acc.add(scorer.score(block, q_pids[start : start + len(block)], q_cams[start : start + len(block)]), start)
                 if keep_matrix:
                     blocks.append(block)
-                if old_rows < old_chunks * len(block) and old_chunks:
+                if old_done < old_chunks:  # the first old_chunks chunks again, the previous way
                     with old_clock:
                         old = old_jaccard_block(rr, start, start + len(block))
                     differ = max(differ, float(np.abs(old.astype(np.float64) - block).max()))
-                    old_rows += len(block)
+                    old_done, old_rows = old_done + 1, old_rows + len(block)
                 report(len(block))
             metrics = acc.summary()
     finally:

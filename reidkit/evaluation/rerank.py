@@ -125,6 +125,21 @@ def _keys(s, cols):
     return (d2.view(torch.int32).to(torch.int64) << 32) | cols
 
 
+def _by_row(rows, n_rows, *columns):
+    """Entries grouped by row (``rows`` ascending) laid out as (n_rows x widest row) matrices: one per (values, fill)."""
+    import torch
+
+    counts = torch.bincount(rows, minlength=n_rows)
+    slot = torch.arange(len(rows), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    width = int(counts.max())
+    out = []
+    for values, fill in columns:
+        laid = torch.full((n_rows, width), fill, dtype=values.dtype, device=values.device)
+        laid[rows, slot] = values
+        out.append(laid)
+    return out
+
+
 class _Lists:
     """One row block's k nearest so far ((R x k) keys, unordered), its screen, its minimum similarities, and entries waiting to join."""
 
@@ -155,14 +170,10 @@ class _Lists:
         hit, rows = torch.unique(rows, return_inverse=True)
         order = torch.argsort(rows)
         rows, keys = rows[order], keys[order]
-        counts = torch.bincount(rows, minlength=len(hit))
-        slot = torch.arange(len(rows), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
-        extra = torch.full((len(hit), int(counts.max())), self.NONE, dtype=torch.int64, device=rows.device)
-        extra[rows, slot] = keys
-        merged = torch.cat([self.kept[hit], extra], 1)
-        self.kept[hit] = torch.topk(merged, self.k, dim=1, largest=False, sorted=False).values
-        far = (self.kept[hit].amax(1) >> 32).to(torch.int32).view(torch.float32)
-        self.thr[hit] = _threshold(far)
+        (extra,) = _by_row(rows, len(hit), (keys, self.NONE))
+        kept = torch.topk(torch.cat([self.kept[hit], extra], 1), self.k, dim=1, largest=False, sorted=False).values
+        self.kept[hit] = kept
+        self.thr[hit] = _threshold((kept.amax(1) >> 32).to(torch.int32).view(torch.float32))
 
 
 def _block_products(computer: DistanceComputer, spans, order):
@@ -322,14 +333,7 @@ def _knn_pass_blocks(computer: DistanceComputer, feats: np.ndarray, k: int, rows
         if transposed:  # nonzero lists entries by d2's row: regroup them by block b's row
             order = torch.argsort(row, stable=True)
             row, col, vals = row[order], col[order], vals[order]
-        counts = torch.bincount(row, minlength=len(far))
-        slot = torch.arange(len(row), device=row.device) - (torch.cumsum(counts, 0) - counts)[row]
-        width = int(counts.max())
-        new_vals = torch.full((len(far), width), float("inf"), dtype=d2.dtype, device=d2.device)
-        new_idx = torch.full((len(far), width), n, dtype=torch.int64, device=d2.device)  # padding sorts last
-        new_vals[row, slot] = vals
-        new_idx[row, slot] = col + offset
-        keep_nearest(b, new_vals, new_idx)
+        keep_nearest(b, *_by_row(row, len(far), (vals, float("inf")), (col + offset, n)))  # padding sorts last
 
     for a, (s, e) in enumerate(spans):
         for b in range(a, len(spans)):

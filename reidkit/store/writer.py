@@ -144,7 +144,8 @@ def interrupt_flag():
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)  # a Ctrl-C after the last check finds the store published: it stays
+        # a Ctrl-C after the last check finds the store published: it stays (None: a handler not set from Python)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _stop_if(flag):

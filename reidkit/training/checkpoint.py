@@ -2,7 +2,6 @@
 state.pt, log.csv} published whole, and model.safetensors at the top (the latest weights, for eval)."""
 from __future__ import annotations
 
-import contextlib
 
 import hashlib
 import os
@@ -169,25 +168,6 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: d
     write_snapshot(out, snapshot(out, model, optimizer, scheduler, epoch, extra), keep)
 
 
-@contextlib.contextmanager
-def _ctrl_c_held():
-    """Defers Ctrl-C to the end of the block (main thread only): KeyboardInterrupt is raised after it, not inside."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-        if held:
-            raise KeyboardInterrupt
-
-
 class CheckpointWriter:
     """Writes checkpoints in a background thread, one at a time: ``submit`` waits for the previous one first, and
     an error of the writing thread (a full disk, an interrupt) is raised by the next ``submit`` or ``wait``. The
@@ -207,10 +187,14 @@ class CheckpointWriter:
         import threading
 
         self.wait()
+        from reidkit.store.writer import interrupt_flag
+
         thread = threading.Thread(target=self._run, args=(write,), name="reidkit-checkpoint")
-        with _ctrl_c_held():  # a Ctrl-C inside start() left a half-started thread: join() refused it, or exit crashed
+        with interrupt_flag() as interrupted:  # a Ctrl-C inside start() left a half-started thread: join() refused it, or exit crashed
             thread.start()
             self.thread = thread
+        if interrupted.is_set():
+            raise KeyboardInterrupt
 
     def wait(self, raise_error=True):
         if self.thread is not None:
