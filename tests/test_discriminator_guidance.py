@@ -138,12 +138,12 @@ def test_train_writes_weights_settings_log_and_latent_cache(trained, sd):
 def test_train_resumed_equals_uninterrupted(trained, sd, tmp_path):
     store, _, _ = trained
     args = ["discriminator", "train", store, "--run", "plain", "--model", sd, "--device", "cpu", *SMALL,
-            "--set", "width=32", "--set", "height=64"]
+            "--set", "width=32", "--set", "height=64", "--set", "keep_epochs=[1,2]"]
     assert run_cli(*args, "--out", tmp_path / "a", "--epochs", "2").exit_code == 0
     assert run_cli(*args, "--out", tmp_path / "b", "--epochs", "1").exit_code == 0  # "killed" after epoch 1
     r = run_cli(*args, "--out", tmp_path / "b", "--epochs", "2", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["resumed_from_epoch"] == 1
-    for f in ("discriminator.safetensors", "log.csv"):
+    for f in ("discriminator.safetensors", "log.csv", "epochs/epoch-0001.safetensors", "epochs/epoch-0002.safetensors"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     # other settings into the same folder: refused in one line, nothing trained
     proc = run_console(*args, "--out", tmp_path / "b", "--epochs", "3", "--seed", "5")
@@ -181,6 +181,7 @@ def test_guided_pass_provenance_threshold_shards_and_resume(trained, sd):
     assert prov["discriminator_sha256"] == hashlib.sha256((out / "discriminator.safetensors").read_bytes()).hexdigest()
     assert (prov["discriminator"], prov["discriminator_threshold"], prov["discriminator_weight"]) == (str(out), 200, 200.0)
     assert prov["discriminator_run"] == "plain"
+    assert prov["discriminator_epoch"] == 2  # trained 2 < 50 epochs: the default takes the last
     full = items(store, name)
     plain = items(store, "plain")
     assert full.keys() == plain.keys() and sum(full[k] != plain[k] for k in full) == len(full)  # the correction acts
@@ -219,3 +220,134 @@ def test_bad_input_is_one_line(trained, sd, tmp_path):
         assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("Error:")
     assert not (tmp_path / "x").exists()
+
+
+# --- which epoch's weights guide (DLCR loads epoch 50 of its 120) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three(trained, sd, tmp_path_factory):
+    """A discriminator trained 3 epochs keeping epochs 1 and 2 (its checkpoints keep only the last 2: epochs 2, 3)."""
+    store, _, _ = trained
+    out = tmp_path_factory.mktemp("dg3") / "disc3"
+    r = run_cli("discriminator", "train", store, "--run", "plain", "--out", out, "--model", sd, "--epochs", "3",
+                "--device", "cpu", *SMALL, "--set", "width=32", "--set", "height=64", "--set", "keep_epochs=[1,2]")
+    assert r.exit_code == 0, r.output
+    return store, out
+
+
+def tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def guided_settings(sd, folder, **kw):
+    """dlcr's full settings for a guided pass with ``folder`` (what the generator hands the guidance plugin)."""
+    from reidkit.plugins.generators.dlcr import DlcrGenerator
+
+    return {**DlcrGenerator.defaults, **TINY, "model": str(sd), "discriminator": str(folder), **kw}
+
+
+def loaded(settings):
+    from reidkit.plugins.guidance.sampling import load_guidance
+
+    g = load_guidance(settings, "cpu")
+    return g.epoch, g.discriminator.state_dict()
+
+
+def test_training_keeps_the_chosen_epochs_past_checkpoint_pruning(trained, three):
+    _, out = three
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0002", "epoch-0003"]
+    assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch-0001.safetensors", "epoch-0002.safetensors"]
+    e1, e2, top = (tensors(out / f) for f in ("epochs/epoch-0001.safetensors", "epochs/epoch-0002.safetensors",
+                                              "discriminator.safetensors"))
+    assert same(e2, tensors(out / "checkpoints" / "epoch-0002" / "discriminator.safetensors"))
+    assert same(top, tensors(out / "checkpoints" / "epoch-0003" / "discriminator.safetensors"))
+    assert not same(e1, e2) and not same(e2, top)  # three different epochs: a wrong pick cannot pass below
+    assert json.loads((out / "settings.json").read_text())["keep_epochs"] == [1, 2]
+    # the default keeps DLCR's epoch 50 only: a 2-epoch training has no epochs/ folder
+    assert json.loads((trained[1] / "settings.json").read_text())["keep_epochs"] == [50]
+    assert not (trained[1] / "epochs").exists()
+
+
+def test_guided_pass_loads_the_chosen_epoch(three, sd):
+    _, out = three
+    e1, e2, top = (tensors(out / f) for f in ("epochs/epoch-0001.safetensors", "epochs/epoch-0002.safetensors",
+                                              "discriminator.safetensors"))
+    for requested, epoch, weights in ((2, 2, e2), ("2", 2, e2), (1, 1, e1), ("last", 3, top), ("auto", 3, top)):
+        got, state = loaded(guided_settings(sd, out, discriminator_epoch=requested))
+        assert got == epoch and same(state, weights), requested
+    # an epoch the folder does not hold (never kept, or never trained): one line naming what it holds
+    for requested in (4, "4"):
+        with pytest.raises(ReidkitError) as err:
+            loaded(guided_settings(sd, out, discriminator_epoch=requested))
+        assert "holds the weights of epochs 1, 2, 3, not of epoch 4" in str(err.value) and "\n" not in str(err.value)
+    for bad in (0, "zero", True, 2.5):
+        with pytest.raises(ReidkitError, match="discriminator_epoch must be auto, last or an epoch number"):
+            loaded(guided_settings(sd, out, discriminator_epoch=bad))
+
+
+def test_default_is_epoch_50_once_trained_50_epochs(three, sd, tmp_path):
+    """Training 50+ epochs is too slow here: the 3-epoch folder relabelled as a longer training (top weights marked
+    epoch N, settings.json's epochs_done N, epoch 2's weights kept as epoch 50)."""
+    from reidkit.plugins.guidance.discriminator import FORMAT
+    from reidkit.plugins.guidance.sampling import provenance
+    from reidkit.training.checkpoint import write_safetensors
+
+    _, out = three
+    top, e2 = tensors(out / "discriminator.safetensors"), tensors(out / "epochs" / "epoch-0002.safetensors")
+
+    def relabelled(name, last, keep50):
+        fake = tmp_path / name
+        shutil.copytree(out, fake, ignore=shutil.ignore_patterns("checkpoints", "latents", "epochs"))
+        write_safetensors(fake / "discriminator.safetensors", top, {"format": FORMAT, "epoch": str(last)})
+        settings = json.loads((fake / "settings.json").read_text())
+        (fake / "settings.json").write_text(json.dumps({**settings, "epochs": 120, "epochs_done": last}))
+        if keep50:
+            (fake / "epochs").mkdir()
+            shutil.copy(out / "epochs" / "epoch-0002.safetensors", fake / "epochs" / "epoch-0050.safetensors")
+        return fake
+
+    full = relabelled("full", 120, True)
+    epoch, state = loaded(guided_settings(sd, full))
+    assert epoch == 50 and same(state, e2)
+    assert loaded(guided_settings(sd, full, discriminator_epoch="last"))[0] == 120
+    prov = provenance(guided_settings(sd, full))
+    assert prov["discriminator_epoch"] == 50
+    assert prov["discriminator_sha256"] == hashlib.sha256((full / "epochs" / "epoch-0050.safetensors").read_bytes()).hexdigest()
+    # stopped at 49: fewer than 50, so the last; at exactly 50 the top weights are epoch 50's
+    assert loaded(guided_settings(sd, relabelled("short", 49, False)))[0] == 49
+    epoch, state = loaded(guided_settings(sd, relabelled("exact", 50, False)))
+    assert epoch == 50 and same(state, top)
+    # 120 epochs without epoch 50 kept (e.g. keep_epochs=[]): the default is refused in one line, not silently the last
+    with pytest.raises(ReidkitError) as err:
+        provenance(guided_settings(sd, relabelled("unkept", 120, False)))
+    assert "holds the weights of epochs 120, not of epoch 50" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_guided_run_records_the_epoch_it_used(three, sd):
+    store, out = three
+    runs = {}
+    for requested in (2, "auto"):
+        summary = dlcr(store, sd, limit=2, settings={"discriminator": str(out), "discriminator_weight": 200.0,
+                                                     "discriminator_epoch": requested})
+        runs[requested] = summary["run"]
+        prov = reidkit.open_store(store).run(summary["run"]).info["settings"]["generator_provenance"]
+        weights = out / ("epochs/epoch-0002.safetensors" if requested == 2 else "discriminator.safetensors")
+        assert prov["discriminator_epoch"] == (2 if requested == 2 else 3)
+        assert prov["discriminator_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert runs[2] != runs["auto"]  # the epoch is part of the default name's hash
+    two, last = items(store, runs[2]), items(store, runs["auto"])
+    assert two.keys() == last.keys() and all(two[k] != last[k] for k in two)  # other weights guided these images
+    # from the command line: the epoch's digits, and a missing epoch as one error line
+    expand = ["expand", store, "--generator", "dlcr", "--prompts", "templates", "--masker", "store", "--model", sd,
+              "--device", "cpu", "--limit", "2", "--set", "width=32", "--set", "height=64", "--set", "steps=2",
+              "--set", f"discriminator={out}", "--set", "discriminator_weight=200"]
+    r = CliRunner().invoke(cli, [str(a) for a in [*expand, "--set", "discriminator_epoch=7"]])
+    assert r.exit_code == 1 and r.output.strip().count("\n") == 0, r.output
+    assert "holds the weights of epochs 1, 2, 3, not of epoch 7" in r.output

@@ -56,6 +56,7 @@ class DlcrGenerator:
         "discriminator_threshold": 200,  # correct only at diffusion steps t > threshold (DLCR: 200)
         "discriminator_weight": 1.0,  # w in eps' = eps - sqrt(1 - alpha_bar_t) * w * grad log(d / (1 - d)) (DLCR: 1.0)
         "discriminator_clip": 1e-5,  # d clipped to [clip, 1 - clip] (DLCR: 1e-5)
+        "discriminator_epoch": "auto",  # whose weights: auto = epoch 50 (DLCR's), the last if trained fewer; last; N
     }
     needs_masks = True
     # DLCR's own pipeline when the user names no --masker / --prompts: a human parser's clothing masks
@@ -82,6 +83,9 @@ class DlcrGenerator:
         "discriminator_weight": Setting(float, "weight w of the guidance correction (DLCR: 1.0)"),
         "discriminator_clip": Setting(float, "d clipped to [clip, 1 - clip] (DLCR: 1e-5)", min=0, min_open=True, max=0.5,
                                       max_open=True),
+        # any type: an epoch number from Python stays an int, the command line's digits are read by the plugin
+        "discriminator_epoch": Setting(None, "the discriminator's epoch: auto (DLCR's 50, or the last when trained fewer), "
+                                             "last, or an epoch the folder keeps"),
     }
 
     def __init__(self, settings, device):

@@ -14,13 +14,14 @@ def discriminator():
 @discriminator.command("train")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--run", "run_name", required=True, help="Generated run whose kept images are the 'generated' class (the first pass).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for discriminator.safetensors, settings.json, log.csv and checkpoints.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for discriminator.safetensors, settings.json, log.csv, checkpoints and the kept epochs' weights.")
 @click.option("--model", help="Inpainting pipeline id or folder whose VAE and scheduler are used. [default: the run's, else DLCR's SD-1.5 inpainting]")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs (each: every real training image once). [default: 120]")
 @click.option("--batch-size", type=click.IntRange(2), help="Batch size, half real and half generated. [default: 16]")
 @click.option("--seed", type=int, help="Seed of the person split, the initial weights and every draw. [default: 0]")
 @click.option("--set", "sets", multiple=True, help="Setting key=value (repeatable): width, height, lr, weight_decay, heldout, dtype, "
-              "encode_batch, report_threshold, and the architecture's channels, blocks_per_stage, time_dim, groups.")
+              "encode_batch, report_threshold, keep_epochs (epochs whose weights are kept for the guided pass; "
+              "default [50], DLCR's), and the architecture's channels, blocks_per_stage, time_dim, groups.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def train(store, run_name, out, model, epochs, batch_size, seed, sets, device, as_json):

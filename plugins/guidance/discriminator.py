@@ -3,7 +3,10 @@
 A discriminator folder holds ``discriminator.safetensors`` (the weights) and
 ``settings.json`` (architecture, the VAE / pipeline it was trained on, its
 working size, the store's fingerprint, the run's name, training settings and
-held-out accuracy). ``d = sigmoid(logit)`` is the probability that a noisy
+held-out accuracy), and ``epochs/epoch-NNNN.safetensors``, the weights of
+the epochs training was told to keep (``keep_epochs``, DLCR's 50 by
+default), which the checkpoint pruning never removes. The guided pass picks
+one (:func:`select_weights`). ``d = sigmoid(logit)`` is the probability that a noisy
 latent comes from a real image; time enters as ``t / (T - 1)`` in [0, 1],
 the way the reference passes it.
 """
@@ -17,7 +20,10 @@ from pathlib import Path
 from reidkit.errors import ReidkitError
 
 WEIGHTS_FILE, SETTINGS_FILE = "discriminator.safetensors", "settings.json"
+EPOCHS_DIR = "epochs"  # epochs/epoch-NNNN.safetensors: kept weights of chosen epochs (1-based)
 FORMAT = "reidkit-latent-discriminator"
+# DLCR's guided generation loads classifier_50.pt / discriminator_50.pt although its training runs 120 epochs
+DLCR_EPOCH = 50
 
 # the architecture is a setting; these are its defaults (a small residual conv net, see docs/discriminator.md)
 ARCHITECTURE_DEFAULTS = {
@@ -130,16 +136,86 @@ def read_settings(folder) -> dict:
     return settings
 
 
-def load(folder, device: str = "cpu"):
-    """(module in eval mode with frozen weights, settings, sha256 of the weights file)."""
+def epoch_file(folder, epoch: int) -> Path:
+    return Path(folder) / EPOCHS_DIR / f"epoch-{int(epoch):04d}.safetensors"
+
+
+def weights_epoch(path, fallback=None):
+    """The 1-based epoch a weights file was written after (its safetensors metadata), else ``fallback``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int((f.metadata() or {}).get("epoch"))
+    except (OSError, ValueError, TypeError, SafetensorError):
+        return fallback
+
+
+def held_epochs(folder, info: dict) -> dict[int, Path]:
+    """{epoch: weights file} a discriminator folder holds: the kept epochs, and the last one (the top-level weights)."""
+    folder = Path(folder)
+    held = {}
+    kept = folder / EPOCHS_DIR
+    if kept.is_dir():
+        for f in kept.glob("epoch-*.safetensors"):
+            number = f.name[len("epoch-"):-len(".safetensors")]
+            if number.isdigit():
+                held[int(number)] = f
+    # the top file's own record of its epoch: settings.json is replaced after it, so may lag by one after a kill
+    last = weights_epoch(folder / WEIGHTS_FILE, info.get("epochs_done"))
+    if last is not None:
+        held = {e: f for e, f in held.items() if e < int(last)}  # one past the top file (a kill between the two writes): 'last' stays the top file
+        held[int(last)] = folder / WEIGHTS_FILE
+    return dict(sorted(held.items()))
+
+
+def parse_epoch(requested):
+    """'auto', 'last' or a positive epoch number (an int, or its digits as typed on the command line)."""
+    if isinstance(requested, str) and requested.strip().lower() in ("auto", "last"):
+        return requested.strip().lower()
+    if isinstance(requested, str) and requested.strip().isdigit():
+        requested = int(requested.strip())
+    if isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1:
+        return requested
+    raise ReidkitError(f"dlcr: discriminator_epoch must be auto, last or an epoch number >= 1, got {requested!r}")
+
+
+def select_weights(folder, info: dict, requested="auto") -> tuple[int, Path]:
+    """(epoch, weights file) for ``discriminator_epoch``: 'auto' is DLCR's epoch 50, or the last epoch when training ran
+    fewer; 'last'; or a number. An epoch the folder does not hold is a one-line error naming those it holds."""
+    wanted = parse_epoch(requested)
+    held = held_epochs(folder, info)
+    if not held:
+        raise ReidkitError(f"{folder} holds no discriminator weights (make them with 'reidkit discriminator train')")
+    last = max(held)
+    if wanted == "last" or (wanted == "auto" and last < DLCR_EPOCH):
+        epoch = last
+    else:
+        epoch = DLCR_EPOCH if wanted == "auto" else wanted
+    if epoch not in held:
+        listed = ", ".join(map(str, held))
+        if wanted == "auto":
+            raise ReidkitError(f"discriminator {folder} holds the weights of epochs {listed}, not of epoch {DLCR_EPOCH} "
+                               f"(DLCR's, the default for a discriminator trained {DLCR_EPOCH}+ epochs): set "
+                               f"discriminator_epoch=last or one of those, or train into a new --out with --set "
+                               f"keep_epochs=[{DLCR_EPOCH}]")
+        raise ReidkitError(f"discriminator {folder} holds the weights of epochs {listed}, not of epoch {epoch}: set "
+                           "discriminator_epoch to one of those (or last)")
+    return epoch, held[epoch]
+
+
+def load(folder, device: str = "cpu", epoch="last"):
+    """(module in eval mode with frozen weights, settings plus ``weights_epoch``, sha256 of the weights file) for the
+    weights :func:`select_weights` picks for ``epoch``."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     settings = read_settings(folder)
+    chosen, path = select_weights(folder, settings, epoch)
     net = build(architecture(settings["architecture"]), int(settings["latent_channels"]))
     try:
-        net.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        net.load_state_dict(load_file(str(path)))
     except (RuntimeError, OSError, ValueError) as exc:
-        raise ReidkitError(f"{folder / WEIGHTS_FILE}: weights do not fit its settings.json ({str(exc).splitlines()[0]})") from None
+        raise ReidkitError(f"{path}: weights do not fit its settings.json ({str(exc).splitlines()[0]})") from None
     net.eval().requires_grad_(False)  # guidance needs the gradient with respect to the latent only
-    return net.to(device), settings, file_sha256(folder / WEIGHTS_FILE)
+    return net.to(device), {**settings, "weights_epoch": chosen}, file_sha256(path)

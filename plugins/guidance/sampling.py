@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from pathlib import Path
 
 from reidkit.errors import ReidkitError
 
-# dlcr's guidance settings (added to its defaults): DLCR's code uses t > 200, weight 1.0 and d clipped to [1e-5, 1 - 1e-5]
-SETTINGS = {"discriminator": "", "discriminator_threshold": 200, "discriminator_weight": 1.0, "discriminator_clip": 1e-5}
+# dlcr's guidance settings (added to its defaults): DLCR's code uses t > 200, weight 1.0, d clipped to [1e-5, 1 - 1e-5]
+# and the discriminator of epoch 50 ('auto': that one, or the last when training ran fewer epochs)
+SETTINGS = {"discriminator": "", "discriminator_threshold": 200, "discriminator_weight": 1.0, "discriminator_clip": 1e-5,
+            "discriminator_epoch": "auto"}
 
 
 def log_ratio(discriminator, x, t_unit, clip: float):
@@ -55,8 +56,9 @@ def correction(discriminator, latents, timestep, alphas_cumprod, *, weight: floa
 class DiscriminatorGuidance:
     """Holds a loaded discriminator and its settings; ``attached(unet, scheduler)`` corrects the UNet's output."""
 
-    def __init__(self, discriminator, info: dict, sha256: str, *, weight: float, threshold: int, clip: float):
-        self.discriminator, self.info, self.sha256 = discriminator, info, sha256
+    def __init__(self, discriminator, info: dict, sha256: str, *, weight: float, threshold: int, clip: float,
+                 epoch: int | None = None):
+        self.discriminator, self.info, self.sha256, self.epoch = discriminator, info, sha256, epoch
         self.weight, self.threshold, self.clip = float(weight), int(threshold), float(clip)
         self.channels = int(info["latent_channels"])
 
@@ -87,16 +89,18 @@ class DiscriminatorGuidance:
 
 
 def provenance(settings: dict) -> dict:
-    """What a guided run records (and is named after): the discriminator folder, its weights' sha256, threshold, weight,
-    clip; {} without a discriminator, so a plain run's record and name are what they always were."""
-    from reidkit.plugins.guidance.discriminator import WEIGHTS_FILE, file_sha256, read_settings
+    """What a guided run records (and is named after): the discriminator folder, the epoch whose weights it uses and
+    their sha256, threshold, weight, clip; {} without a discriminator, so a plain run's record and name are what they
+    always were."""
+    from reidkit.plugins.guidance.discriminator import file_sha256, read_settings, select_weights
 
     folder = settings.get("discriminator") or ""
     if not folder:
         return {}
     info = read_settings(folder)
     check_fits(info, settings, folder)
-    return {"discriminator": str(folder), "discriminator_sha256": file_sha256(Path(folder) / WEIGHTS_FILE),
+    epoch, weights = select_weights(folder, info, settings.get("discriminator_epoch", "auto"))
+    return {"discriminator": str(folder), "discriminator_epoch": epoch, "discriminator_sha256": file_sha256(weights),
             "discriminator_threshold": int(settings["discriminator_threshold"]),
             "discriminator_weight": float(settings["discriminator_weight"]),
             "discriminator_clip": float(settings["discriminator_clip"]),
@@ -124,10 +128,11 @@ def load_guidance(settings: dict, device: str) -> DiscriminatorGuidance | None:
     folder = settings.get("discriminator") or ""
     if not folder:
         return None
-    net, info, sha = discriminator.load(folder, device)
+    net, info, sha = discriminator.load(folder, device, settings.get("discriminator_epoch", "auto"))
     check_fits(info, settings, folder)
     return DiscriminatorGuidance(net, info, sha, weight=settings["discriminator_weight"],
-                                 threshold=settings["discriminator_threshold"], clip=settings["discriminator_clip"])
+                                 threshold=settings["discriminator_threshold"], clip=settings["discriminator_clip"],
+                                 epoch=info["weights_epoch"])
 
 
 def sampling_context(pipe, guidance: DiscriminatorGuidance | None):

@@ -27,8 +27,8 @@ import numpy as np
 
 from reidkit._version import __version__
 from reidkit.errors import ReidkitError
-from reidkit.plugins.guidance.discriminator import (ARCHITECTURE_DEFAULTS, FORMAT, SETTINGS_FILE, WEIGHTS_FILE,
-                                                   architecture, build)
+from reidkit.plugins.guidance.discriminator import (ARCHITECTURE_DEFAULTS, DLCR_EPOCH, FORMAT, SETTINGS_FILE,
+                                                   WEIGHTS_FILE, architecture, build, epoch_file)
 from reidkit.store import atomic
 
 # DLCR's DG/train.py: batch 16 (8 real + 8 generated), Adam lr 3e-4, weight decay 1e-7, 120 epochs
@@ -45,6 +45,7 @@ TRAIN_DEFAULTS = {
     "dtype": "auto",  # the VAE's dtype: auto = float16 on GPU, float32 on CPU
     "encode_batch": 16,
     "report_threshold": 200,  # log.csv also splits held-out accuracy at this step (guidance acts above it)
+    "keep_epochs": [DLCR_EPOCH],  # epochs whose weights stay in OUT/epochs/ (DLCR guides with epoch 50's)
 }
 # settings that must agree for a rerun to resume (epochs may grow: train further)
 MATCHED = ("model", "width", "height", "batch_size", "lr", "weight_decay", "heldout", "seed", "dtype", "architecture",
@@ -77,6 +78,12 @@ def resolve_settings(overrides: dict | None) -> dict:
             known = ", ".join(sorted(set(TRAIN_DEFAULTS) | set(ARCHITECTURE_DEFAULTS)))
             raise ReidkitError(f"discriminator train has no setting '{key}' (settings: {known})")
     settings["architecture"] = architecture(arch)
+    if isinstance(settings["keep_epochs"], int) and not isinstance(settings["keep_epochs"], bool):
+        settings["keep_epochs"] = [settings["keep_epochs"]]
+    keep = settings["keep_epochs"]
+    if not isinstance(keep, list) or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in keep):
+        raise ReidkitError(f"discriminator train: keep_epochs must be a list of epoch numbers >= 1, got {keep!r}")
+    settings["keep_epochs"] = sorted(set(keep))
     for key, low in (("epochs", 1), ("batch_size", 2), ("encode_batch", 1)):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < low:
             raise ReidkitError(f"discriminator train: {key} must be an integer >= {low}, got {settings[key]!r}")
@@ -374,7 +381,8 @@ def train_discriminator(store_path, run_name: str, out, *, settings: dict | None
 
 
 def _publish_epoch(out: Path, epoch: int, net, optimizer, log_rows, record):
-    """The epoch's checkpoint, then (each atomically) the log, the weights and their settings at the top of OUT."""
+    """The epoch's checkpoint, its weights in OUT/epochs/ when it is one to keep, then (each atomically) the log, the
+    weights and their settings at the top of OUT."""
     from reidkit.training.checkpoint import model_state, write_safetensors
 
     weights = model_state(net)
@@ -382,6 +390,9 @@ def _publish_epoch(out: Path, epoch: int, net, optimizer, log_rows, record):
     log = _log_text(log_rows)
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "log_rows": json.dumps(log_rows)}
     _publish_checkpoint(out, epoch, weights, state, meta, log)
+    if epoch + 1 in record["keep_epochs"]:  # before settings.json counts the epoch, so a counted kept epoch is there
+        epoch_file(out, epoch + 1).parent.mkdir(exist_ok=True)
+        write_safetensors(epoch_file(out, epoch + 1), weights, meta)
     with atomic.atomic_output(out / LOG_FILE, replace=True) as partial:
         partial.write_text(log)
     write_safetensors(out / WEIGHTS_FILE, weights, meta)
