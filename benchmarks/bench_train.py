@@ -94,7 +94,8 @@ def measure_pipeline(args, config, store, items, p, k):
     import torch
 
     from reidkit.training.config import default_workers
-    from reidkit.training.data import BOT_AUGMENT, IdentityBatchSampler, RunBatches, TrainDataset
+    from reidkit.training.data import BOT_AUGMENT, TrainDataset
+    from reidkit.training.samplers import IdentityBatchSampler, RunBatches
     from reidkit.training.engine import _amp_dtype, _cuda_setup, _fused_adam, make_loader
     from reidkit.training.model import build_model
 

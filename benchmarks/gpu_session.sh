@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
-PARTS=${PARTS:-"dlcr train dreid eval rerank"}
+PARTS=${PARTS:-"dlcr train precision dreid eval rerank"}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.txt" 2>&1
 $PY -c "import torch, diffusers, transformers, reidkit; print(torch.__version__, diffusers.__version__, transformers.__version__, reidkit.__file__)" >>"$OUT/gpu.txt" 2>&1
 
@@ -28,6 +28,10 @@ part dlcr 260 $PY benchmarks/bench_dlcr.py --full-size --device cuda --dtype bfl
   --json "$OUT/dlcr.json"
 part train 120 $PY benchmarks/bench_train.py --device cuda --amp bf16 --backbone resnet50 --height 256 --width 128 \
   --batch 16,4 --ids 200 --steps 60 --workers 8
+# issue 25: float32 (the references' and now reidkit's default) against the opt-in bf16, at CAL's shape (384x192, 8 x 8)
+part precision 200 bash -c "$PY benchmarks/bench_train.py --device cuda --amp none --backbone resnet50 --height 384 --width 192 \
+  --batch 8,8 --ids 200 --steps 40 --workers 8 && $PY benchmarks/bench_train.py --device cuda --amp bf16 --backbone resnet50 \
+  --height 384 --width 192 --batch 8,8 --ids 200 --steps 40 --workers 8"
 part dreid 100 $PY benchmarks/bench_diffusion_reid.py --size sd15 --device cuda --dtype bfloat16 --images 16 --micro-batch 16
 part eval 200 $PY benchmarks/bench_eval.py --scale msmt --device cuda --classic-queries 1000 --json "$OUT/eval.json"
 part rerank 300 $PY benchmarks/bench_rerank.py --scale msmt --device cuda --old-rows 2048 --full --old-chunks 4 \

@@ -44,6 +44,7 @@ def export_onnx(run_dir, out, flip=True, opset=18) -> dict:
     meta = {
         "input": f"images: N x 3 x {runner.height} x {runner.width} float32, RGB in [0, 1] minus mean, over std",
         "mean": ",".join(f"{m:.3f}" for m in MEAN), "std": ",".join(f"{s:.3f}" for s in STD),
+        "resize": runner.kernel,  # resize images to the input size as the run did (reidkit.training.resizing)
         "output": "features: N x D float32 (after the BNNeck" + (", averaged with the mirrored image)" if flip else ")"),
         "strategy": str(runner.config.get("plugin")), "backbone": str(runner.config["backbone"].get("model")),
         "store_fingerprint": str(runner.config.get("store_fingerprint")), "run": Path(run_dir).resolve().name,

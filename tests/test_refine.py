@@ -128,7 +128,7 @@ def test_eval_checkpoint_saves_features_and_refines_with_query_variants(tmp_path
     assert "no kept variants of the 'query' split" in capsys.readouterr().err
     capsys.readouterr()
     assert cli("eval", store, "--checkpoint", tmp_path / "run", "--save-features", tmp_path / "f.npz", "--json",
-               "--protocol", "cc") == 0
+               "--protocol", "cc", "--flip") == 0  # a baseline run: flip asked for (its own test_flip is false)
     plain = json.loads(capsys.readouterr().out)
     assert cli("eval", store, "--checkpoint", tmp_path / "run", "--refine", "q", "--json", "--protocol", "cc") == 0
     refined = {r["protocol"]: r for r in json.loads(capsys.readouterr().out)}

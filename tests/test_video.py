@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from reidkit.errors import ReidkitError
-from reidkit.training.data import CAL_AUGMENT, IdentityBatchSampler
+from reidkit.training.data import CAL_AUGMENT
+from reidkit.training.samplers import IdentityBatchSampler
 from reidkit.training.video import ClipDataset, build_clip_items, chunk_positions, clip_positions
 from tests.helpers import run_cli
 from tests.miniature_layouts import adapt, build_ccvid_video

@@ -9,12 +9,16 @@ from reidkit.training.data import BOT_AUGMENT
 class BaselineStrategy:
     """BoT strong baseline: label-smoothed CE + batch-hard triplet, BNNeck, warm-up, Adam."""
 
-    # BoT on Market-1501 (ResNet-50, last stride 1, 256x128, P16 x K4, 120 epochs)
+    # BoT on Market-1501 (ResNet-50, last stride 1, 256x128, P16 x K4, 120 epochs), as configs/softmax_triplet.yml
+    # runs it: warm-up from 0.01 over 10 epochs, steps at 40 and 70, the scheduler stepped at each epoch's start
     defaults = {
-        "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "warmup_epochs": 10, "warmup_factor": 0.1,
+        "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "warmup_epochs": 10, "warmup_factor": 0.01,
+        "schedule_offset": 1,  # BoT's code steps its scheduler before each epoch: 0-based epoch e runs at index e + 1
         "milestones": [40, 70], "gamma": 0.1, "ids_per_batch": 16, "images_per_id": 4, "height": 256, "width": 128,
+        "sampler": "bot",  # BoT's RandomIdentitySampler: P distinct persons per batch
         "label_smoothing": 0.1, "triplet_margin": 0.3, "triplet_weight": 1.0, "augment": dict(BOT_AUGMENT),
         "classifier_bias": False,  # BoT: bias-free identity classifier
+        "test_flip": False,  # BoT's test features: the image alone (no mirror average)
         "backbone": {"plugin": "timm", "model": "resnet50", "weights": "imagenet", "last_stride": 1, "pooling": "avg",
                      "embedding_dim": 0, "bnneck": True},
     }
@@ -57,7 +61,8 @@ class BaselineStrategy:
 
     def lr_factor(self, epoch):
         s = self.settings
-        return warmup_step_factor(epoch, s["warmup_epochs"], s["warmup_factor"], s["milestones"], s["gamma"])
+        return warmup_step_factor(epoch, s["warmup_epochs"], s["warmup_factor"], s["milestones"], s["gamma"],
+                                  s.get("schedule_offset", 0))
 
     def variant_limit(self, epoch, num_variants):
         return None  # generated images, if any, are plain extra images of their person

@@ -19,8 +19,10 @@ class CalStrategy(BaselineStrategy):
 
     defaults = {
         **BaselineStrategy.defaults,
-        # CAL: Adam 3.5e-4, wd 5e-4, 60 epochs, x0.1 at 20 and 40, 384x192, 32 images of 4 ids (x8), no warm-up
-        "epochs": 60, "warmup_epochs": 0, "milestones": [20, 40], "ids_per_batch": 4, "images_per_id": 8,
+        # CAL: Adam 3.5e-4, wd 5e-4, 60 epochs, x0.1 at 20 and 40 (stepped after each epoch), 384x192, no warm-up;
+        # its published runs: 2 processes x 32 images of 4 ids (x8), i.e. a global batch of 8 persons x 8 images
+        "epochs": 60, "warmup_epochs": 0, "schedule_offset": 0, "milestones": [20, 40], "ids_per_batch": 8, "images_per_id": 8,
+        "sampler": "cal",  # CAL's data/samplers.py: all persons' groups of K shuffled together, P consecutive groups a batch
         "height": 384, "width": 192, "triplet_weight": 0.0,
         "clothes_scale": 16.0, "cal_epsilon": 0.1,
         # START_EPOCH_CC = START_EPOCH_ADV = 25 (0-based); the clothes classifier's own Adam: same lr and wd, constant
@@ -28,9 +30,12 @@ class CalStrategy(BaselineStrategy):
         # CAL's neck: BN with weight ~ N(1, 0.02) and a trained shift; its identity classifier has a bias
         "backbone": {**BaselineStrategy.defaults["backbone"], "pooling": "maxavg", "bnneck_shift": True, "bnneck_weight_std": 0.02},
         "classifier_bias": True,
+        "test_flip": True,  # CAL's image test averages each image's features with its mirror's (video: none)
         "augment": dict(CAL_AUGMENT),  # resize, 1/8 upscale + crop (p 0.5), flip, erasing (p 0.5)
     }
     settings_spec = spec_for(defaults)
+    # recipes shipped with the strategy, by name for `reidkit train --config NAME`: CAL's video values (CCVID)
+    recipes = {"cal-video": "recipes/cal-video.yaml"}
 
     def build_heads(self, feature_dim, num_classes, num_clothes, clothes_of_class):
         import torch

@@ -14,12 +14,14 @@ from reidkit.plugins.strategies.settings import spec_for
 
 BASES = {"cal": CalStrategy, "baseline": BaselineStrategy}
 PROGRESSIVE = {"base": "cal", "progress_epochs": [5, 10, 15], "progress_fractions": [0.25, 0.5, 0.75, 1.0]}
+# DLCR trains its CAL on one process: 4 persons x 8 real images, each with one generated partner (64 rows)
+DLCR_BATCH = {"ids_per_batch": 4, "images_per_id": 8}
 
 
 class ProgressiveStrategy:
     """DLCR: each real image paired with a generated variant from a growing pool, on a base strategy."""
 
-    defaults = {**CalStrategy.defaults, **PROGRESSIVE}
+    defaults = {**CalStrategy.defaults, **PROGRESSIVE, **DLCR_BATCH}
     settings_spec = spec_for(defaults)
     needs_generated = True
 
@@ -35,7 +37,7 @@ class ProgressiveStrategy:
     @staticmethod
     def defaults_for(base: str) -> dict:
         """Paper defaults of the chosen base plus the progressive schedule."""
-        return {**BASES.get(base, CalStrategy).defaults, **PROGRESSIVE, "base": base}
+        return {**BASES.get(base, CalStrategy).defaults, **PROGRESSIVE, **(DLCR_BATCH if base == "cal" else {}), "base": base}
 
     def build_heads(self, *args):
         return self.base.build_heads(*args)

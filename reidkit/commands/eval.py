@@ -40,7 +40,8 @@ def resolve_features(store, features_path=None, **_sources):
 
 def json_rows(results: dict) -> list[dict]:
     keys = ("protocol", "rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery", "rule", "unit",
-            "gallery_sampling", "trials", "seed", "distance", "rerank", "refine", "refine_settings", "variants", "refined_queries", "cmc")
+            "gallery_sampling", "trials", "seed", "distance", "rerank", "refine", "refine_settings", "variants", "refined_queries",
+            "flip", "weights", "epoch", "recorded_best", "cmc")
     return [{k: r[k] for k in keys if k in r} for r in results.values()]
 
 
@@ -60,10 +61,12 @@ def print_table(results: dict, title: str):
 
 
 def run_evaluation(store, features, index, protocols=(), distance="cosine", rerank=None, device="cpu", seed=0,
-                   as_json=False, plot=None, show_progress=True, source=None) -> dict:
+                   as_json=False, plot=None, show_progress=True, source=None, model=None, recorded_best=None) -> dict:
     """Evaluate, then report (table or JSON, optional CMC plot); shared by every feature source.
 
-    ``source`` names where the features came from (e.g. the checkpoint) in the plot's title.
+    ``source`` names where the features came from (e.g. the checkpoint) in the plot's title. ``model`` (a loaded
+    run): its flip and which weights are recorded in the results; ``recorded_best``: the best epoch training
+    kept (best.json), shown beside the results.
     """
     from reidkit.evaluation.protocols import evaluate_store, protocol_rows, validate_inputs
     from reidkit.progress import progress_bar
@@ -73,17 +76,59 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
     with progress_bar(total if show_progress else 0, "evaluating", unit="row") as update:
         results = evaluate_store(store, features, index, [p.name for p in selected], distance, rerank, device, seed,
                                  on_rows=lambda n: update(advance=n))
+    annotate(results, model, recorded_best)
     if as_json:
         click.echo(json.dumps(json_rows(results), indent=2))
     else:
         setting = f"{distance}" + (f", re-ranked k1={rerank['k1']} k2={rerank['k2']} lambda={rerank['lambda']}" if rerank else "")
-        print_table(results, f"{store.path.name} ({store.dataset}): {setting}")
+        print_table(results, f"{store.path.name} ({store.dataset}): {setting}{model_setting(model)}")
+        print_recorded_best(recorded_best, list(results))
     if plot:
         from reidkit.evaluation.plots import write_cmc_plot
 
-        write_cmc_plot(results, plot, title=plot_title(store, f"{distance}" + (" + re-ranking" if rerank else ""), source))
+        write_cmc_plot(results, plot, title=plot_title(store, f"{distance}" + (" + re-ranking" if rerank else "") + model_setting(model),
+                                                       source))
         click.echo(f"Wrote CMC plot {plot}", err=True)
     return results
+
+
+def annotate(results: dict, model=None, recorded_best=None):
+    """Record in every result which test features were used (flip, weights, epoch) and the training-recorded best."""
+    for name, r in results.items():
+        if model is not None:
+            r.update(flip=bool(model.flip), weights=model.weights, epoch=model.epoch)
+        if recorded_best and name in recorded_best.get("metrics", {}):
+            r["recorded_best"] = {"epoch": recorded_best["epoch"], "chosen_on": recorded_best.get("chosen_on", "test set"),
+                                  "select_protocol": recorded_best["protocol"], **recorded_best["metrics"][name]}
+
+
+def model_setting(model, flip=None) -> str:
+    """The table title's words for a checkpoint's features: flip, and which epoch's weights."""
+    if model is None:
+        return ""
+    flip = model.flip if flip is None else flip
+    epoch = f" {model.epoch}" if model.epoch else ""
+    which = f"best epoch{epoch} (chosen on the test set)" if model.weights == "best" else f"last epoch{epoch}"
+    return f", {'flip-averaged' if flip else 'no flip'}, {which}"
+
+
+def print_recorded_best(recorded_best, order=()):
+    """The best epoch's metrics as training recorded them, labelled as chosen on the test set (protocols in ``order`` first)."""
+    if not recorded_best:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    # a plain line, not a table title: the label must not be wrapped or cut on a narrow terminal
+    click.echo(f"Recorded by training: best epoch {recorded_best['epoch']}, chosen on the test set "
+               f"({recorded_best['protocol']} rank-1); the run's result is the last epoch")
+    table = Table()
+    for col in ("protocol", *(c for _, c in METRIC_COLUMNS)):
+        table.add_column(col, justify="left" if col == "protocol" else "right", no_wrap=True)
+    metrics = recorded_best.get("metrics", {})
+    for name in [*(n for n in order if n in metrics), *(n for n in metrics if n not in order)]:
+        table.add_row(name, *(f"{100 * metrics[name][k]:.1f}" if k in metrics[name] else "-" for k, _ in METRIC_COLUMNS))
+    Console().print(table)
 
 
 @click.command("eval")
@@ -104,7 +149,13 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per protocol.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write CMC curves to this PNG.")
 @click.option("--checkpoint", type=click.Path(path_type=Path, file_okay=False),
-              help="A 'reidkit train' run folder: extract flip-averaged features with its model (on --device; with --refine: see --refine-flip).")
+              help="A 'reidkit train' run folder: extract features with its model (on --device; flip: see --flip; with --refine: "
+                   "see --refine-flip).")
+@click.option("--flip/--no-flip", "flip", default=None,
+              help="With --checkpoint: average each image's features with its mirror's. [default: the run's test_flip: cal yes, "
+                   "baseline / pretrain / video no; runs made before the setting: yes]")
+@click.option("--select", "select", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="With --checkpoint: the last epoch's weights, or best/ (the best epoch on the test set, kept by --eval-every).")
 @click.option("--save-features", type=click.Path(path_type=Path, dir_okay=False),
               help="With --checkpoint: keep the extracted features (.npz or .h5, 'features' + 'index').")
 @click.option("--refine", "refine_run", default=None,
@@ -113,9 +164,9 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
               help="Refinement: variants used per query (DLCR: 4; the run's first ones by variant number).")
 @click.option("--refine-top", default=5, show_default=True, type=click.IntRange(1), help="Refinement: gallery items re-scored per query (DLCR: 5).")
 @click.option("--refine-flip/--no-refine-flip", default=False, show_default=True,
-              help="Refinement: average features with the mirrored image (DLCR: no; plain evaluation always does, as CAL).")
+              help="Refinement: average features with the mirrored image (DLCR: no; plain evaluation: see --flip).")
 def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lambda_, device, seed, as_json, plot,
-                 checkpoint, save_features, refine_run, refine_variants, refine_top, refine_flip):
+                 checkpoint, flip, select, save_features, refine_run, refine_variants, refine_top, refine_flip):
     """Evaluate features of STORE's query and gallery images with the store's protocols."""
     from reidkit.store import open_store
 
@@ -124,13 +175,18 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         from reidkit.generation.devices import check_device
 
         check_device(device)  # before any model is loaded on it
-    if (save_features or refine_run) and checkpoint is None:
-        raise click.UsageError("--save-features and --refine need --checkpoint DIR")
+    if (save_features or refine_run or flip is not None or select != "last") and checkpoint is None:
+        raise click.UsageError("--save-features, --refine, --flip/--no-flip and --select need --checkpoint DIR")
+    if refine_run and flip is not None:
+        raise click.UsageError("with --refine the features' flip is --refine-flip/--no-refine-flip (DLCR: no flip)")
     if refine_run and (rerank or distance != "cosine"):
         raise click.UsageError("--refine scores with cosine similarity and no re-ranking")
-    model = None
+    model = recorded = None
     if checkpoint is not None:
         from reidkit.evaluation.inference import load_reid_model
+        from reidkit.training.selection import read_best
+
+        recorded = read_best(checkpoint)  # training's best epoch on the test set, shown beside the results
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun/accelerate: join the group, each rank on its own device
             from reidkit.training.distributed import setup
@@ -141,7 +197,7 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
 
             device = setup(device).device
             atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
-        model = load_reid_model(checkpoint, device)
+        model = load_reid_model(checkpoint, device, flip=flip, select=select)
         if model.config.get("store_fingerprint") != opened.fingerprint:
             click.echo(f"Note: {checkpoint} was trained on another store (fingerprint {model.config.get('store_fingerprint')})", err=True)
     if refine_run:
@@ -150,7 +206,7 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         check_refinable(opened, protocols)  # before extracting anything
     features, index = resolve_features(opened, features_path=features_path, checkpoint=checkpoint, model=model,
                                        protocols=[p.name for p in _selected(opened, protocols)],
-                                       flip=refine_flip if refine_run else True)
+                                       flip=refine_flip if refine_run else model.flip if model is not None else None)
     from reidkit.evaluation.sharded import rank_and_world
 
     if rank_and_world()[0] != 0:
@@ -158,18 +214,22 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
     if save_features:
         from reidkit.evaluation.features import save_features as write_features
 
-        write_features(save_features, features, index)
+        write_features(save_features, features, index, flip=refine_flip if refine_run else model.flip)
         click.echo(f"Wrote features {save_features}", err=True)
     if refine_run:
         from reidkit.evaluation.refinement import evaluate_refined
 
         results = evaluate_refined(model, opened, features, index, refine_run, [p.name for p in _selected(opened, protocols)],
                                    variants=refine_variants, top=refine_top, flip=refine_flip)
+        annotate(results, model, recorded)
+        for r in results.values():
+            r["flip"] = bool(refine_flip)  # refinement's own flip, for query, gallery and variants
         if as_json:
             click.echo(json.dumps(json_rows(results), indent=2))
         else:
             print_table(results, f"{opened.path.name} ({opened.dataset}): cosine, DLCR refinement with '{refine_run}' "
-                                 f"(K={refine_variants}, top {refine_top}, {'flip-averaged' if refine_flip else 'no flip'})")
+                                 f"(K={refine_variants}, top {refine_top}){model_setting(model, refine_flip)}")
+            print_recorded_best(recorded, list(results))
         if plot:
             from reidkit.evaluation.plots import write_cmc_plot
 
@@ -177,7 +237,7 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         return
     settings = {"k1": k1, "k2": k2, "lambda": lambda_} if rerank else None
     run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot,
-                   source=feature_source(checkpoint, features_path))
+                   source=feature_source(checkpoint, features_path), model=model, recorded_best=recorded)
 
 
 def feature_source(checkpoint=None, features_path=None) -> str | None:

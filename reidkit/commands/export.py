@@ -15,8 +15,9 @@ from reidkit.json_output import emit, json_option, say
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Export format.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="File to write [default: RUN/model.onnx].")
-@click.option("--flip/--no-flip", default=True, show_default=True,
-              help="Average with the mirrored image inside the graph, as 'reidkit eval' does.")
+@click.option("--flip/--no-flip", default=None,
+              help="Average with the mirrored image inside the graph. [default: the run's test_flip, as 'reidkit eval': "
+                   "cal yes, baseline no]")
 @click.option("--opset", default=18, show_default=True, type=click.IntRange(17), help="ONNX opset version.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare onnxruntime's features with PyTorch's on a random batch (needs onnxruntime).")
@@ -26,6 +27,11 @@ def export(checkpoint, fmt, out, flip, opset, verify, as_json):
     from reidkit.errors import ReidkitError
     from reidkit.onnx_export import compare_with_torch, export_onnx
 
+    if flip is None:  # the features 'reidkit eval --checkpoint' extracts
+        from reidkit.evaluation.inference import run_test_flip
+        from reidkit.training.checkpoint import read_config
+
+        flip = run_test_flip(read_config(checkpoint))
     out = out or checkpoint / "model.onnx"
     if not out.parent.is_dir():
         raise ReidkitError(f"the folder of --out does not exist: {out.parent}")

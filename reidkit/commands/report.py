@@ -46,4 +46,6 @@ def report(runs, out, store_path, evaluate, device, sheet_rows, title, as_json):
         emit({"path": str(out), "runs": [{
             "name": s.name, "folder": str(s.path), "epochs_finished": int(s.log[-1]["epoch"]) if s.log else 0,
             "results": {p: {k: r[k] for k in metrics if k in r} for p, r in s.results.items()} if s.results else None,
+            "flip": next(iter(s.results.values())).get("flip") if s.results else None,
+            "best": s.best,  # training's best epoch, chosen on the test set (best.json), or None
             "generated": [g.name for g in s.generated], "notes": s.notes} for s in summaries]})

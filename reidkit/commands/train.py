@@ -43,8 +43,9 @@ def parse_batch(value):
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of initialisation, sampling and augmentation. [default: 0]")
 @click.option("--device", default=None, help="auto (a visible GPU, else cpu), cpu, cuda, cuda:1. [default: auto]")
 @click.option("--batch", default=None, help="P,K: persons per batch, images per person (or --ids-per-batch / --images-per-id). "
-                                         "[default: strategy's: baseline / pretrain 16,4; cal / progressive 4,8]")
-@click.option("--ids-per-batch", type=click.IntRange(min=2), default=None, help="P: persons per batch. [default: strategy's: baseline 16, cal 4]")
+                                         "[default: strategy's: baseline / pretrain 16,4; cal 8,8; progressive 4,8]; a global batch: "
+                                         "each of N processes takes P/N persons")
+@click.option("--ids-per-batch", type=click.IntRange(min=2), default=None, help="P: persons per (global) batch. [default: strategy's: baseline 16, cal 8, progressive 4]")
 @click.option("--images-per-id", type=click.IntRange(min=1), default=None, help="K: images per person in a batch. [default: strategy's: baseline 4, cal 8]")
 @click.option("--height", type=click.IntRange(min=8), default=None, help="Input image height in pixels. [default: strategy's: baseline 256, cal 384]")
 @click.option("--width", type=click.IntRange(min=8), default=None, help="Input image width in pixels. [default: strategy's: baseline 128, cal 192]")
@@ -57,7 +58,8 @@ def parse_batch(value):
                    "0: whole tracklets). [default: 64]")
 @click.option("--lr", type=click.FloatRange(min=0), default=None, help="Base learning rate (Adam). [default: strategy's: 3.5e-4 for all]")
 @click.option("--amp", type=click.Choice(["auto", "none", "bf16", "fp16"]), default=None,
-              help="Mixed precision on GPU (auto: bf16 where supported, else fp16; CPU runs never use it). [default: auto]")
+              help="Mixed precision on GPU (auto: bf16 where supported, else fp16; CPU runs never use it). "
+                   "[default: none: float32, as the references train]")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data-loading processes (0: load in the training process). "
                                                                        "[default: min(8, CPUs / processes on this machine)]")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Save a checkpoint every N epochs (the last epoch "
@@ -134,10 +136,19 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports for everyone
     if as_json:  # the last epoch's log.csv row, plus where the run is
-        emit({"out": str(out), "epochs": int(config["epochs"]), **{k: v for k, v in summary.items() if k != "checksum"}})
+        from reidkit.training.selection import read_best
+
+        emit({"out": str(out), "epochs": int(config["epochs"]), **{k: v for k, v in summary.items() if k != "checksum"},
+              "best": read_best(out)})  # the best epoch chosen on the test set (eval_every), or null
     if summary.get("epochs_run", 0) == 0:
         say(f"{out}: already trained for {config['epochs']} epochs (raise --epochs to continue)", as_json)
         return
     shown = {k: v for k, v in summary.items() if k not in ("checksum",)}
     say(f"trained {out} to epoch {summary['epoch']}: " + ", ".join(f"{k} {v}" for k, v in shown.items() if k != "epoch"), as_json)
+    from reidkit.training.selection import read_best
+
+    best = read_best(out)
+    if best:
+        say(f"best epoch {best['epoch']} ({best['protocol']} rank-1 {100 * best['rank1']:.1f}%), chosen on the test set, kept in "
+            f"{out}/best (the run's result is the last epoch)", as_json)
     say(f"evaluate: reidkit eval {store} --checkpoint {out}", as_json)

@@ -36,8 +36,11 @@ def load_features(path) -> tuple[np.ndarray, np.ndarray]:
                            "expected an .npz or .h5 with 'features' and 'index'") from None
 
 
-def save_features(path, features: np.ndarray, index: np.ndarray):
-    """Write an .npz (or .h5) features file atomically: it appears complete or not at all."""
+def save_features(path, features: np.ndarray, index: np.ndarray, flip: bool | None = None):
+    """Write an .npz (or .h5) features file atomically: it appears complete or not at all.
+
+    ``flip`` (when known): whether the features were averaged with the mirrored images', kept as ``flip``
+    (an npz array, an HDF5 attribute); readers ignore it."""
     from reidkit.store.atomic import atomic_output
 
     path = Path(path)
@@ -49,9 +52,11 @@ def save_features(path, features: np.ndarray, index: np.ndarray):
             with h5py.File(partial, "w") as h5:
                 h5["features"] = features
                 h5["index"] = index
+                if flip is not None:
+                    h5.attrs["flip"] = bool(flip)
         else:
             with open(partial, "wb") as fh:
-                np.savez(fh, features=features, index=index)
+                np.savez(fh, features=features, index=index, **({} if flip is None else {"flip": np.bool_(flip)}))
 
 
 def check_features(features, index, n_images: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ def eval_indices(store, protocols=None) -> np.ndarray:
 
 
 def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, refine=None, rerank=None, num_workers=0,
-                    device=None):
+                    device=None, flip=None):
     """Extract query + gallery features of every protocol and score them, optionally with DLCR refinement.
 
     ``device``: where distances, ranking and re-ranking's k-NN pass run; default: the model's device
@@ -24,6 +24,9 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
 
     ``refine``: refinement settings (``variants``, ``top``, ``flip``; DLCR's defaults otherwise). With
     refinement, the test features are extracted with the refinement's ``flip`` setting (DLCR: none).
+
+    ``flip``: test-time flip without refinement; default the runner's (a run's ``test_flip``). Every result
+    records the flip used (``flip``).
     """
     from reidkit.evaluation import evaluate_store
     from reidkit.evaluation.refinement import DEFAULTS, check_refinable, evaluate_refined
@@ -32,7 +35,10 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
     if refine_run is not None:
         check_refinable(store, protocols)  # before extracting anything
     index = eval_indices(store, protocols)
-    flip = True if refine_run is None else bool(settings["flip"])
+    if refine_run is not None:
+        flip = bool(settings["flip"])
+    elif flip is None:
+        flip = bool(getattr(runner, "flip", True))
     from reidkit.evaluation.sharded import extract_sharded, rank_and_world
 
     # under torchrun/accelerate each rank extracts its share; rank 0 alone ranks and scores (others get {})
@@ -42,6 +48,10 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
     if rank_and_world()[0] != 0:
         return {}
     if refine_run is None:
-        return evaluate_store(store, features, index, protocols=protocols, rerank=rerank,
-                              device=str(device or getattr(runner, "device", None) or "cpu"))
-    return evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size, **settings)
+        results = evaluate_store(store, features, index, protocols=protocols, rerank=rerank,
+                                 device=str(device or getattr(runner, "device", None) or "cpu"))
+    else:
+        results = evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size, **settings)
+    for r in results.values():
+        r["flip"] = flip  # which test features these numbers come from
+    return results

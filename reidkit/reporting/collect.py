@@ -29,7 +29,8 @@ class RunSummary:
     path: Path
     config: dict
     log: list[dict] = field(default_factory=list)
-    results: dict | None = None  # protocol -> metrics (evaluation.evaluate_store's rows)
+    results: dict | None = None  # protocol -> metrics (evaluation.evaluate_store's rows), the last epoch's weights
+    best: dict | None = None  # the best epoch training kept on the test set (RUN/best/best.json), when eval_every was set
     generated: list[GeneratedSummary] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be shown, and why
 
@@ -65,7 +66,10 @@ def collect_run(run_dir, store_path=None, evaluate=True, device="cpu", sheet_row
     if not (run_dir / "config.yaml").is_file():
         raise ReidkitError(f"{run_dir} is not a 'reidkit train' run folder (no config.yaml)")
     config = read_config(run_dir)
-    summary = RunSummary(name=run_dir.resolve().name, path=run_dir, config=config, log=read_log(run_dir / "log.csv"))
+    from reidkit.training.selection import read_best
+
+    summary = RunSummary(name=run_dir.resolve().name, path=run_dir, config=config, log=read_log(run_dir / "log.csv"),
+                         best=read_best(run_dir))
     store = _open_store(store_path or config.get("store"), config, summary)
     if store is None:
         return summary
@@ -97,7 +101,7 @@ def _open_store(path, config, summary):
 
 
 def evaluate_run(run_dir, store, device="cpu") -> dict:
-    """The run's model on every protocol of the store (flip-averaged features, cosine: as 'reidkit eval --checkpoint')."""
+    """The run's model on every protocol of the store (its test_flip, cosine: as 'reidkit eval --checkpoint')."""
     from reidkit.evaluation.inference import load_reid_model
     from reidkit.evaluation.runner import evaluate_runner
 

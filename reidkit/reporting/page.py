@@ -61,9 +61,29 @@ def key_settings(run) -> list[tuple[str, str]]:
         ("input", f"{c.get('height', '?')} x {c.get('width', '?')} (h x w)"),
         ("learning rate", f"{c.get('lr', '?')}, milestones {c.get('milestones', '?')} x{c.get('gamma', '?')}"),
         ("seed", c.get("seed", "?")),
+        ("test features", _flip_words(c)),
         ("generated runs", ", ".join(c.get("generated") or []) or "none"),
         ("processes", c.get("world_size", 1)),
     ]
+
+
+def _flip_words(config) -> str:
+    from reidkit.evaluation.inference import run_test_flip
+
+    return "flip-averaged (test_flip)" if run_test_flip(config) else "no flip (test_flip: false)"
+
+
+def best_section(best: dict, order=()) -> str:
+    """The best epoch training kept, labelled as chosen on the test set (never the run's result); protocols in ``order`` first."""
+    metrics = best.get("metrics") or {}
+    names = [*(n for n in order if n in metrics), *(n for n in metrics if n not in order)]
+    rows = [[name, metrics[name].get("queries", ""), metrics[name].get("gallery", ""),
+             *(float(metrics[name][k]) if k in metrics[name] else "-" for k, _ in METRICS)] for name in names]
+    return (f"<h3>Best epoch {esc(best.get('epoch'))}, chosen on the test set</h3>"
+            f'<div class="note">recorded by training: the epoch with the highest {esc(best.get("protocol"))} rank-1 among those '
+            "evaluated (--eval-every), as CAL and DLCR report; choosing on test data flatters a result, so the run's result "
+            f"is the last epoch above (weights: {esc('best/model.safetensors')})</div>"
+            + table(["protocol", "queries", "gallery", *(h for _, h in METRICS)], rows))
 
 
 def provenance(run) -> list[tuple[str, str]]:
@@ -98,8 +118,13 @@ def run_section(run) -> str:
     out.append(f'<div class="figs">{img(losses, "training losses per epoch")}{img(metrics, "evaluation per epoch")}</div>'
                if losses or metrics else '<div class="note">log.csv has no finished epoch yet</div>')
     if run.results:
-        out.append("<h3>Results</h3>" + table(["protocol", "queries", "gallery", *(h for _, h in METRICS)], results_rows(run.results)))
+        flip = next(iter(run.results.values())).get("flip")
+        words = "" if flip is None else (", flip-averaged test features" if flip else ", test features without flip")
+        out.append(f"<h3>Results (last epoch{words})</h3>"
+                   + table(["protocol", "queries", "gallery", *(h for _, h in METRICS)], results_rows(run.results)))
         out.append(f'<div class="figs">{img(charts.cmc_png(run.results, f"{run.name}: CMC per protocol"), "CMC curves")}</div>')
+    if run.best:
+        out.append(best_section(run.best, list(run.results or ())))
     for g in run.generated:
         out.append(f"<h3>Generated run {esc(g.name)}</h3>")
         if g.info:

@@ -148,6 +148,8 @@ def write_snapshot(out: Path, snap: dict, keep: int = 2):
         torch.save(snap["state"], folder / STATE_FILE)
         if snap["log"] is not None:
             (folder / LOG_FILE).write_bytes(snap["log"])  # the log as of this checkpoint: restored on resume
+        for name, (state, meta) in (snap.get("more_weights") or {}).items():  # e.g. a best epoch's (training.selection)
+            (folder / name).write_bytes(safetensors_bytes(state, meta))
 
     folder = publish_epoch(out, snap["epoch"], write, keep)
     with atomic.atomic_output(out / MODEL_FILE, replace=True) as partial:

@@ -8,7 +8,8 @@ from reidkit.errors import ReidkitError
 
 # settings every strategy shares; the strategy's own defaults come on top
 COMMON = {
-    "seed": 0, "device": "auto", "amp": "auto",
+    "seed": 0, "device": "auto",
+    "amp": "none",  # float32, as CAL (TRAIN.AMP False) and BoT train; --amp bf16 is an opt-in deviation
     "num_workers": None,  # null: min(8, CPUs available / processes on this machine) (default_workers)
     "generated": [], "eval_every": 0,
     "checkpoint_every": 1,  # a checkpoint every N epochs, and always after the last one
@@ -17,10 +18,15 @@ COMMON = {
     "check_sync": False,  # true: every rank hashes its parameters after each epoch (ranks/rank-R.json), compared across ranks
     "compile": False,  # true: torch.compile the model
     "eval_protocols": None, "eval_batch_size": 128,
+    # with eval_every: the protocol whose rank-1 picks the best epoch kept in RUN/best (null: cc where evaluated, else standard)
+    "select_protocol": None,
     "max_steps_per_epoch": None, "init_from": None,
     "scale_schedule": False,  # true: every epoch-valued setting scaled by epochs / the strategy's default epochs
     # video training (docs/training.md "Video (CCVID)"): frames per clip (0: image training), CAL's stride and dense pieces
     "clip_len": 0, "clip_stride": 4, "clip_chunk": 64,
+    # how images are resized to height x width (reidkit.training.resizing): PIL's antialiased bilinear as CAL's and BoT's
+    # T.Resize; pil-bicubic for CAL's video Scale; cv2-bilinear is what runs made before this setting used
+    "resize": "pil-bilinear",
 }
 # settings that name an epoch (0-based) or a number of epochs; checked against the run's length
 EPOCH_SETTINGS = ("warmup_epochs", "milestones", "clothes_start_epoch", "adversarial_start_epoch", "progress_epochs")
@@ -50,10 +56,32 @@ def strategy_factory(name: str):
     return get_plugins().get("strategies", name)
 
 
+def recipes() -> dict:
+    """Recipe name -> YAML file, from every strategy's ``recipes`` (paths relative to the strategy's module)."""
+    import inspect
+
+    from reidkit.plugin_manager import get_plugins
+
+    plugins = get_plugins()
+    found = {}
+    for name in plugins.names("strategies"):
+        factory = plugins.get("strategies", name)
+        folder = Path(inspect.getfile(factory)).parent
+        found.update({recipe: folder / rel for recipe, rel in (getattr(factory, "recipes", None) or {}).items()})
+    return found
+
+
 def read_config_file(path) -> dict:
+    """A YAML file of settings, or a recipe a strategy ships, by name (``cal-video``)."""
     import yaml
 
     path = Path(path)
+    if not path.is_file() and path.suffix == "" and len(path.parts) == 1:
+        known = recipes()
+        if str(path) in known:
+            path = known[str(path)]
+        else:
+            raise ReidkitError(f"config file {path} does not exist (and is not a recipe: {', '.join(sorted(known)) or 'none'})")
     if not path.is_file():
         raise ReidkitError(f"config file {path} does not exist")
     try:
@@ -93,6 +121,8 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
                 config[key] = value
             origin[key] = f"option {OPTION_NAMES.get(key, '--' + key.replace('_', '-'))}" if source == "option" else source
     validate_config(config, origin)
+    if int(config.get("clip_len") or 0) > 0 and "test_flip" in config and origin["test_flip"].startswith("strategy"):
+        config["test_flip"] = False  # CAL's video test averages clips without mirroring (its image test mirrors)
     if isinstance(config["generated"], str):
         config["generated"] = [config["generated"]]
     config["generated"] = list(config["generated"])
@@ -116,7 +146,7 @@ NUMERIC_SETTINGS = {
     "eval_batch_size": ("int", 1), "max_steps_per_epoch": ("int", 1),
     "clip_len": ("int", 0), "clip_stride": ("int", 1), "clip_chunk": ("int", 0),
     "ids_per_batch": ("int", 2), "images_per_id": ("int", 1), "height": ("int", 8), "width": ("int", 8),
-    "warmup_epochs": ("int", 0), "clothes_start_epoch": ("int", 0), "adversarial_start_epoch": ("int", 0),
+    "warmup_epochs": ("int", 0), "schedule_offset": ("int", 0), "clothes_start_epoch": ("int", 0), "adversarial_start_epoch": ("int", 0),
     "milestones": ("int list", 0), "progress_epochs": ("int list", 0),
     "lr": ("float", 0), "weight_decay": ("float", 0), "warmup_factor": ("float", 0, True, 1),
     "gamma": ("float", 0, True), "label_smoothing": ("float", 0, False, 1, True), "triplet_margin": ("float", 0),
@@ -125,7 +155,8 @@ NUMERIC_SETTINGS = {
     "progress_fractions": ("float list", 0, True, 1),
 }
 NULLABLE = {"max_steps_per_epoch", "clothes_lr", "clothes_weight_decay", "num_workers"}
-BOOLEAN_SETTINGS = ("scale_schedule", "classifier_bias", "check_sync", "compile")
+CHOICE_SETTINGS = {"sampler": ("cal", "bot")}
+BOOLEAN_SETTINGS = ("scale_schedule", "classifier_bias", "check_sync", "compile", "test_flip")
 
 
 def _describe(kind, low, low_open=False, high=None, high_open=False):
@@ -183,6 +214,9 @@ def validate_config(config: dict, origin: dict | None = None) -> None:
                 bad(key, _describe(kind, *bounds))
         elif not _number_ok(value, kind, *bounds):
             bad(key, _describe(kind, *bounds) + (" (or null)" if key in NULLABLE else ""))
+    for key, choices in CHOICE_SETTINGS.items():
+        if key in config and config[key] not in choices:
+            bad(key, "one of " + ", ".join(choices))
     for key in BOOLEAN_SETTINGS:
         if key in config and not isinstance(config[key], bool):
             bad(key, "true or false")
@@ -194,6 +228,10 @@ def validate_config(config: dict, origin: dict | None = None) -> None:
     for key in ("backbone", "augment"):
         if key in config and not isinstance(config[key], dict):
             bad(key, "a mapping of settings (key: value)")
+    from reidkit.training.resizing import KERNELS
+
+    if "resize" in config and config["resize"] not in KERNELS:
+        bad("resize", "one of " + ", ".join(KERNELS))
 
 
 def backbone_settings(config: dict, name: str | None) -> dict:
@@ -228,10 +266,11 @@ def schedule_warnings(config: dict) -> list[str]:
                       ("adversarial_start_epoch", "the adversarial (CAL) loss never switches on")):
         if key in config and int(config[key]) > last:
             out.append(f"setting '{key}' is {config[key]} but the run's last epoch is {last}: {what} ({hint})")
-    late = [m for m in config.get("milestones") or [] if int(m) > last]
+    offset = int(config.get("schedule_offset") or 0)  # epoch e runs at schedule index e + offset
+    late = [m for m in config.get("milestones") or [] if int(m) - offset > last]
     if late:
         out.append(f"setting 'milestones' has {late} beyond the run's last epoch {last}: those learning-rate steps never happen ({hint})")
-    if int(config.get("warmup_epochs") or 0) > last + 1:
+    if int(config.get("warmup_epochs") or 0) - offset > last + 1:
         out.append(f"setting 'warmup_epochs' is {config['warmup_epochs']} but the run has {last + 1} epochs: the warm-up never ends ({hint})")
     if config.get("generated") and config.get("progress_epochs"):
         late = [t for t in config["progress_epochs"] if int(t) >= last]

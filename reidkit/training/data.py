@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reidkit.errors import ReidkitError
+from reidkit.training.resizing import DEFAULT_KERNEL, enlarge, resize  # noqa: F401 (resize: data.resize for callers)
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -99,121 +100,6 @@ def variant_pool_size(epoch: int, num_variants: int, thresholds=(5, 10, 15), fra
     return max(1, int(np.floor(num_variants * p + 1e-9)))
 
 
-class IdentityBatchSampler:
-    """P persons x K images per batch (BoT's identity sampler), optionally each real image paired with a variant.
-
-    ``variant_limit(epoch, V)`` from the strategy: ``None`` puts generated
-    images into the persons' pools as plain images; an int pairs every real
-    image with one of its first ``limit`` variants (1:1 real and generated).
-    Batches are sharded over ranks (same count on every rank). Yields lists of
-    ``(item, sample_seed)``; a negative item ``~i`` is a padding row (a real image ``i`` with no kept variant:
-    its slot holds ``i``'s image, masked out of the losses), so paired batches always hold 2 x P x K rows.
-    """
-
-    def __init__(self, items: TrainItems, p: int, k: int, seed: int, variant_limit=None, rank=0, world=1):
-        self.items, self.p, self.k, self.seed = items, int(p), int(k), int(seed)
-        self.variant_limit = variant_limit
-        self.rank, self.world = rank, world
-        self.epoch = 0
-        self._cache = None
-        if items.num_classes < self.p:
-            raise ReidkitError(f"batch wants {self.p} persons but the training split has only {items.num_classes}; lower --batch P")
-        order = np.argsort(items.source * (items.num_variants + 2) + items.variant + 1, kind="stable")
-        gen = order[items.kind[order] == GENERATED]
-        # variants of each real item, in variant order
-        self.variants_of = {int(s): gen[items.source[gen] == s] for s in np.unique(items.source[gen])}
-
-    def set_epoch(self, epoch: int):
-        self.epoch = int(epoch)
-
-    def limit(self):
-        return self.limit_at(self.epoch)
-
-    def limit_at(self, epoch):
-        if self.variant_limit is None or self.items.num_variants == 0:
-            return None
-        return self.variant_limit(epoch, self.items.num_variants)
-
-    def batches(self, epoch=None):
-        epoch = self.epoch if epoch is None else epoch
-        cache = self._cache if isinstance(self._cache, dict) else {}
-        if epoch not in cache:
-            cache = {e: b for e, b in cache.items() if e >= epoch - 1}  # this epoch and the next (RunBatches looks ahead)
-            cache[epoch] = self._plan(epoch)
-        self._cache = cache
-        return cache[epoch]
-
-    def _plan(self, epoch):
-        rng = np.random.default_rng([self.seed, epoch])
-        limit = self.limit_at(epoch)
-        it = self.items
-        pool_mask = it.kind == REAL if limit is not None or it.num_variants == 0 else np.ones(len(it.kind), bool)
-        groups = {}
-        for c in range(it.num_classes):
-            members = np.flatnonzero(pool_mask & (it.label == c))
-            if len(members) < self.k:
-                members = rng.choice(members, self.k, replace=True)
-            members = rng.permutation(members)
-            groups[c] = [members[i:i + self.k] for i in range(0, len(members) - self.k + 1, self.k)]
-        out = []
-        alive = [c for c in groups if groups[c]]
-        while len(alive) >= self.p:
-            chosen = rng.choice(alive, self.p, replace=False)
-            batch = np.concatenate([groups[c].pop() for c in chosen]).tolist()
-            if limit is not None:
-                # a real image without any kept variant keeps its slot as padding (~item: its own image, masked out
-                # of every loss), so every batch has the same shape (2 P K) and the step can be compiled
-                batch = batch + [p if p >= 0 else ~i for i, p in ((i, self._pair(i, limit, rng)) for i in batch)]
-            out.append([(int(i), int(s)) for i, s in zip(batch, rng.integers(0, 2**31 - 1, len(batch)))])
-            alive = [c for c in alive if groups[c]]
-        per_rank = len(out) // self.world
-        return out[self.rank::self.world][:per_rank]
-
-    def _pair(self, item: int, limit: int, rng) -> int:
-        """One generated variant of this real image, drawn uniformly from its first ``limit`` variants (-1: none)."""
-        variants = self.variants_of.get(int(item))
-        if variants is None or len(variants) == 0:
-            return -1
-        usable = variants[self.items.variant[variants] < limit]
-        if len(usable) == 0:  # filters rejected the early variants: fall back to the first kept one
-            usable = variants[:1]
-        return int(rng.choice(usable))
-
-    def __iter__(self):
-        return iter(self.batches())
-
-    def __len__(self):
-        return len(self.batches())
-
-
-class RunBatches:
-    """Every batch of a run, epoch after epoch, as one batch sampler: epoch e's batches are exactly
-    ``sampler.batches(e)`` (its first ``max_steps``). One DataLoader iterator then serves the whole run, and its
-    workers prefetch the next epoch's first batches while an epoch ends (evaluation, checkpoint)."""
-
-    def __init__(self, sampler: IdentityBatchSampler, start_epoch: int, epochs: int, max_steps=None):
-        self.sampler, self.start_epoch, self.epochs, self.max_steps = sampler, int(start_epoch), int(epochs), max_steps
-
-    def steps(self, epoch: int) -> int:
-        n = len(self.sampler.batches(epoch))
-        return n if self.max_steps is None else min(n, int(self.max_steps))
-
-    def __iter__(self):
-        for epoch in range(self.start_epoch, self.epochs):
-            yield from self.sampler.batches(epoch)[:self.steps(epoch)]
-
-    def __len__(self):
-        return sum(self.steps(e) for e in range(self.start_epoch, self.epochs))
-
-
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    import cv2
-
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
 def normalise(image: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 -> 3xHxW float32, ImageNet mean/std."""
     return ((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
@@ -224,18 +110,19 @@ BOT_AUGMENT = {"crop": "pad", "pad": 10, "crop_prob": 1.0, "flip": 0.5, "erase":
 CAL_AUGMENT = {"crop": "upscale", "pad": 0, "crop_prob": 0.5, "flip": 0.5, "erase": 0.5, "erase_fill": [0.4914, 0.4822, 0.4465]}
 
 
-def augment_geometry(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None) -> np.ndarray:
+def augment_geometry(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None,
+                     kernel: str = DEFAULT_KERNEL) -> np.ndarray:
     """The geometric part of a reference's training transform, on HxWx3 uint8 -> HxWx3 uint8 (what workers do).
 
     ``crop: pad`` (BoT): resize, flip, zero-pad ``pad`` pixels and crop back; ``crop: upscale`` (CAL): resize,
     with ``crop_prob`` enlarge by 1/8 and crop back, flip. Normalisation and random erasing follow on the
-    training device (:func:`device_normalise_and_erase`).
+    training device (:func:`device_normalise_and_erase`). ``kernel``: the run's ``resize`` setting.
     """
     a = {**BOT_AUGMENT, **(settings or {})}
-    image = resize(image, height, width)
+    image = resize(image, height, width, kernel)
     if a["crop"] == "upscale":
         if rng.random() < a["crop_prob"]:
-            image = _upscale_crop(image, height, width, rng)
+            image = _upscale_crop(image, height, width, rng, kernel)
         if rng.random() < a["flip"]:
             image = image[:, ::-1]
     elif a["crop"] == "pad":
@@ -321,25 +208,25 @@ def device_normalise_and_erase(images, boxes=None, fill=None, mean=MEAN, std=STD
     return x
 
 
-def augment(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None, erase_rng=None) -> np.ndarray:
+def augment(image: np.ndarray, height: int, width: int, rng, settings: dict | None = None, erase_rng=None,
+            kernel: str = DEFAULT_KERNEL) -> np.ndarray:
     """The whole training transform of one image on the CPU (HxWx3 uint8 -> normalised 3xHxW float32): geometry,
     normalisation and, with probability ``erase``, random erasing. Training does the last two on the device, a
     batch at a time; this is the same transform for one image (tests, tools). ``erase_rng``: a torch.Generator."""
     import torch
 
     a = {**BOT_AUGMENT, **(settings or {})}
-    chw = torch.from_numpy(to_chw(augment_geometry(image, height, width, rng, a)))[None]
+    chw = torch.from_numpy(to_chw(augment_geometry(image, height, width, rng, a, kernel)))[None]
     generator = erase_rng or torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
     boxes = erase_boxes(1, height, width, float(a["erase"]), generator)
     return device_normalise_and_erase(chw, boxes, a["erase_fill"])[0].numpy()
 
 
-def _upscale_crop(image: np.ndarray, height: int, width: int, rng) -> np.ndarray:
-    """CAL's RandomCroping: resize to round(1.125 x size) (bilinear), then a random crop of the original size."""
-    import cv2
-
+def _upscale_crop(image: np.ndarray, height: int, width: int, rng, kernel: str = DEFAULT_KERNEL) -> np.ndarray:
+    """CAL's RandomCroping: resize to round(1.125 x size) (PIL bilinear, :func:`enlarge`), then a random crop of the
+    original size."""
     big_w, big_h = int(round(width * 1.125)), int(round(height * 1.125))
-    big = cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
+    big = enlarge(image, big_h, big_w, kernel)
     x = int(round(rng.uniform(0, big_w - width)))
     y = int(round(rng.uniform(0, big_h - height)))
     return big[y:y + height, x:x + width]
@@ -351,9 +238,10 @@ class TrainDataset:
     Images come out as uint8 3xHxW (resize, flip, crop applied): a batch travels to the device 4x smaller than
     float32, and normalisation and random erasing run there, in the training step."""
 
-    def __init__(self, store, items: TrainItems, height: int, width: int, augment_images=True, augment_settings=None):
+    def __init__(self, store, items: TrainItems, height: int, width: int, augment_images=True, augment_settings=None,
+                 kernel: str = DEFAULT_KERNEL):
         self.store, self.items = store, items
-        self.augment_settings = augment_settings
+        self.augment_settings, self.kernel = augment_settings, kernel
         self.runs = [store.run(n) for n in items.run_names]
         self.height, self.width, self.augment_images = int(height), int(width), augment_images
 
@@ -376,9 +264,10 @@ class TrainDataset:
         item = item if valid else ~item
         image = self.image(item)
         if self.augment_images:
-            pixels = augment_geometry(image, self.height, self.width, np.random.default_rng(seed), self.augment_settings)
+            pixels = augment_geometry(image, self.height, self.width, np.random.default_rng(seed), self.augment_settings,
+                                      self.kernel)
         else:
-            pixels = resize(image, self.height, self.width)
+            pixels = resize(image, self.height, self.width, self.kernel)
         it = self.items
         return {"image": torch.from_numpy(to_chw(pixels)), "label": int(it.label[item]),
                 "clothes": int(it.clothes[item]) if valid else -1, "generated": bool(it.kind[item] == GENERATED),
@@ -386,10 +275,12 @@ class TrainDataset:
 
 
 class ImageListDataset:
-    """Test-time dataset: images by index from any ``image(i)`` source, resized and normalised (no augmentation)."""
+    """Test-time dataset: images by index from any ``image(i)`` source, resized with ``kernel`` and normalised (no
+    augmentation)."""
 
-    def __init__(self, source, indices, height: int, width: int):
+    def __init__(self, source, indices, height: int, width: int, kernel: str = DEFAULT_KERNEL):
         self.source, self.indices, self.height, self.width = source, np.asarray(indices), int(height), int(width)
+        self.kernel = kernel
 
     def __len__(self):
         return len(self.indices)
@@ -397,4 +288,4 @@ class ImageListDataset:
     def __getitem__(self, i):
         import torch
 
-        return torch.from_numpy(normalise(resize(self.source.image(int(self.indices[i])), self.height, self.width)))
+        return torch.from_numpy(normalise(resize(self.source.image(int(self.indices[i])), self.height, self.width, self.kernel)))

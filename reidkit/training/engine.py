@@ -25,9 +25,10 @@ from reidkit.errors import ReidkitError
 from reidkit.training import checkpoint as ckpt
 from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES
 from reidkit.training.config import default_workers
-from reidkit.training.data import (BOT_AUGMENT, IdentityBatchSampler, RunBatches, TrainDataset, build_items,
+from reidkit.training.data import (BOT_AUGMENT, TrainDataset, build_items,
                                    device_normalise_and_erase, erase_boxes, erase_generator)
 from reidkit.training.distributed import barrier, setup, teardown
+from reidkit.training.resizing import run_kernel
 
 STRATEGY = CONTRACTS["strategies"]  # the optional strategy methods, with what a strategy without them means
 
@@ -189,6 +190,10 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             if ctx.device.startswith("cuda") and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"], ctx.device)
             start_epoch = int(state["epoch"]) + 1
+        from reidkit.training.selection import BestEpoch
+
+        # the best epoch on the test set so far (eval_every): restored from the checkpoint a resume starts from
+        best = BestEpoch(out, config, store, ctx.main, state.get("selection") if start_epoch else None, checkpoint)
         if ctx.main:
             ckpt.write_config(out, config)
             if start_epoch == 0:
@@ -211,16 +216,21 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
         amp_dtype = _amp_dtype(config["amp"], ctx.device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
+        from reidkit.training.samplers import IdentityBatchSampler, RunBatches
+
+        # P x K is the global batch: each rank takes its share of every batch (reidkit.training.samplers)
         sampler = IdentityBatchSampler(items, config["ids_per_batch"], config["images_per_id"], seed,
-                                       variant_limit=strategy.variant_limit, rank=ctx.rank, world=ctx.world)
+                                       variant_limit=strategy.variant_limit, rank=ctx.rank, world=ctx.world,
+                                       kind=config.get("sampler", "bot"))
         augment_settings = {**BOT_AUGMENT, **(config.get("augment") or {})}
+        kernel = run_kernel(config)  # a run resumed from before the `resize` setting keeps OpenCV's bilinear
         if pieces is not None:
             from reidkit.training.video import ClipDataset
 
             dataset = ClipDataset(store, items, pieces, clip_len, int(config["clip_stride"]), config["height"], config["width"],
-                                  augment_settings=augment_settings)
+                                  augment_settings=augment_settings, kernel=kernel)
         else:
-            dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=augment_settings)
+            dataset = TrainDataset(store, items, config["height"], config["width"], augment_settings=augment_settings, kernel=kernel)
         workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
         epochs = int(config["epochs"])
         max_steps = max_steps or config.get("max_steps_per_epoch")
@@ -242,7 +252,7 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             if planned == 0:
                 raise ReidkitError("an epoch produced no batch: the train split has fewer persons or images than one batch needs")
             stream = stream or iter(loader)
-            bar_images = planned * config["ids_per_batch"] * config["images_per_id"] * (2 if sampler.limit() else 1)
+            bar_images = planned * sampler.rows_per_batch(epoch)
             with progress_bar(bar_images if progress and ctx.main else 0, f"epoch {epoch + 1}/{epochs}", "img") as update:
                 tick = time.perf_counter()
                 for _ in range(planned):
@@ -284,9 +294,10 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
             last = epoch + 1 == epochs
             t_eval = time.perf_counter()
             if config["eval_every"] and ((epoch + 1) % int(config["eval_every"]) == 0 or last):
-                metrics = evaluate_during_training(model, store, config, ctx.device)  # every rank extracts its share
+                results = evaluate_during_training(model, store, config, ctx.device)  # every rank extracts its share
                 if ctx.main:
-                    row.update(metrics)
+                    row.update(log_metrics(results))
+                    best.update(epoch, results, model)
             t_save = time.perf_counter()
             if ctx.main:
                 log.add(row)  # before the checkpoint, which keeps a copy: log and checkpoint never disagree on resume
@@ -296,7 +307,9 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
                     extra["cuda_rng"] = torch.cuda.get_rng_state(ctx.device)
                 # a CPU copy of everything now (exact resume); the files are written by a background thread, one at a time
                 snapshot = ckpt.snapshot(out, model, optimizer, scheduler, epoch, extra=extra)
-                writer.submit(lambda snap=snapshot: ckpt.write_snapshot(out, snap, keep=int(config.get("keep_checkpoints") or 2)))
+                best.attach(snapshot)  # the best so far rides in the checkpoint; best/ follows it once it is on disk
+                writer.submit(lambda snap=snapshot: (ckpt.write_snapshot(out, snap, keep=int(config.get("keep_checkpoints") or 2)),
+                                                     best.publish(snap)))
                 STRATEGY.optional_member(strategy, "on_checkpoint")(out, model, config, epoch)  # e.g. pretrain exports its backbone
             if last:
                 writer.wait()  # the run's last checkpoint is on disk when train() returns
@@ -456,7 +469,8 @@ def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):
 
 
 def evaluate_during_training(model, store, config, device) -> dict:
-    """Rank-1 / mAP of every protocol with the current weights (needs reidkit.evaluation)."""
+    """Every protocol's results with the current weights, test features flipped as the run's ``test_flip`` says
+    (rank 0; {} on other ranks)."""
     from reidkit.evaluation.inference import ReidModelRunner
     import torch
 
@@ -467,9 +481,13 @@ def evaluate_during_training(model, store, config, device) -> dict:
     try:
         runner = ReidModelRunner(model, config, device)
         workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
-        metrics = evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"],
-                                  num_workers=workers)  # decoding in workers, like training's loader
+        return evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"],
+                               num_workers=workers)  # decoding in workers, like training's loader
     finally:
         model.train()
         torch.set_rng_state(rng)
-    return {f"{p}_{m}": round(float(v[m]), 4) for p, v in metrics.items() for m in ("rank1", "mAP")}
+
+
+def log_metrics(results: dict) -> dict:
+    """log.csv's evaluation columns: rank-1 and mAP of every protocol, rounded."""
+    return {f"{p}_{m}": round(float(v[m]), 4) for p, v in results.items() for m in ("rank1", "mAP")}

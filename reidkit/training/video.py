@@ -14,6 +14,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.training.data import REAL, TrainItems, augment_geometry, build_items, resize, to_chw
+from reidkit.training.resizing import DEFAULT_KERNEL
 
 # CAL's video defaults: AUG.SEQ_LEN 8, AUG.SAMPLING_STRIDE 4, DATA.SAMPLING_STEP 64 (dense sampling)
 CAL_CLIP_LEN, CAL_CLIP_STRIDE, CAL_CLIP_CHUNK = 8, 4, 64
@@ -95,14 +96,15 @@ class ClipDataset:
     """Map-style dataset over ``(piece, sample_seed)`` keys: a uint8 T x 3 x H x W clip with the piece's labels.
 
     The sample seed draws the clip's frames, then one augmentation seed used for every frame (same flip and crop);
-    random erasing, drawn on the device, is also one rectangle per clip (engine.device_batch)."""
+    random erasing, drawn on the device, is also one rectangle per clip (engine.device_batch). Frames are resized with
+    ``kernel`` (the run's ``resize``; CAL's video Scale is PIL bicubic: ``resize: pil-bicubic``)."""
 
     def __init__(self, store, items: TrainItems, pieces: list, clip_len: int, clip_stride: int, height: int, width: int,
-                 augment_images=True, augment_settings=None):
+                 augment_images=True, augment_settings=None, kernel: str = DEFAULT_KERNEL):
         self.store, self.items, self.pieces = store, items, pieces
         self.clip_len, self.clip_stride = int(clip_len), int(clip_stride)
         self.height, self.width = int(height), int(width)
-        self.augment_images, self.augment_settings = augment_images, augment_settings
+        self.augment_images, self.augment_settings, self.kernel = augment_images, augment_settings, kernel
 
     def __len__(self):
         return len(self.pieces)
@@ -123,9 +125,10 @@ class ClipDataset:
         for i in indices:
             image = self.store.image(int(i))
             if self.augment_images:  # a fresh generator from the same seed: identical draws for every frame
-                pixels = augment_geometry(image, self.height, self.width, np.random.default_rng(aug_seed), self.augment_settings)
+                pixels = augment_geometry(image, self.height, self.width, np.random.default_rng(aug_seed), self.augment_settings,
+                                          self.kernel)
             else:
-                pixels = resize(image, self.height, self.width)
+                pixels = resize(image, self.height, self.width, self.kernel)
             clip.append(to_chw(pixels))
         it = self.items
         return {"image": torch.from_numpy(np.stack(clip)), "label": int(it.label[item]), "clothes": int(it.clothes[item]),
