@@ -1,14 +1,9 @@
 """Built-in backbones (registered through the public register hook of this kind)."""
 from reidkit import hookimpl
-
-
-def timm_backbone(**settings):
-    """Any timm model by name (``model=``), with pooling, embedding size and BNNeck."""
-    from reidkit.plugins.backbones.timm_backbone import build_timm_backbone
-
-    return build_timm_backbone(**settings)
+# light: timm and torch are imported inside the factory; its named parameters are the backbone's settings
+from reidkit.plugins.backbones.timm_backbone import build_timm_backbone
 
 
 @hookimpl
 def register_backbones(register):
-    register("timm", timm_backbone)
+    register("timm", build_timm_backbone)

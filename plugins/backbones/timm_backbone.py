@@ -34,7 +34,7 @@ def resolve_weights(model="resnet50", weights=None):
 
 def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True,
                         bnneck_shift=False, bnneck_weight_std=0.0,
-                        model_args=None, **ignored):
+                        model_args=None):
     """Return a ``TimmReidBackbone`` (see ``reidkit.training.contracts.Backbone``).
 
     ``model_args`` go to ``timm.create_model`` (e.g. ``img_size: [256, 128]`` for ViTs).

@@ -1,9 +1,6 @@
-"""Declarations (type, range, help) of the built-in strategies' settings, shown by ``reidkit plugins strategies``.
-
-Training checks the values itself before a run folder is written
-(reidkit.training.config.validate_config, with the same ranges); these
-declarations describe them and must fit each strategy's defaults, which
-registration checks.
+"""Declarations (type, range, help) of the built-in strategies' settings: shown by ``reidkit plugins
+strategies`` and enforced by training (reidkit.training.config.validate_config checks every value of a run
+against them, with the common settings' declarations, before a run folder is written).
 """
 from reidkit.contracts import Setting
 

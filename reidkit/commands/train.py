@@ -73,10 +73,12 @@ def parse_batch(value):
               help="Cap batches per epoch (quick runs). [default: no cap: every batch of the epoch]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped "
                                           "(alone with --out: with the run's own settings). [default: off]")
+@click.option("--set", "sets", multiple=True, help="Any training setting key=value (repeatable; values read as YAML; "
+                                                  "nested with a dot: --set backbone.pooling=gem); named options win. [default: none]")
 @json_option
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
           images_per_id, height, width, clip_len, clip_stride, clip_chunk, lr, amp, num_workers, checkpoint_every, keep_checkpoints,
-          check_sync, compile_model, eval_every, max_steps_per_epoch, resume, as_json):
+          check_sync, compile_model, eval_every, max_steps_per_epoch, resume, sets, as_json):
     """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
@@ -113,7 +115,10 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
                  "num_workers": num_workers, "checkpoint_every": checkpoint_every,
                  "keep_checkpoints": keep_checkpoints, "check_sync": check_sync, "compile": compile_model, "eval_every": eval_every,
                  "max_steps_per_epoch": max_steps_per_epoch}
-    config = resolve_config(plugin, file_settings, overrides, file_source=file_source)
+    given = set_options(sets)
+    overrides = {**given, **{k: v for k, v in overrides.items() if v is not None}}  # named options win over --set
+    config = resolve_config(plugin, file_settings, overrides, file_source=file_source,
+                            option_names={k: f"--set {k}" for k in given if k not in overrides or overrides[k] is given[k]})
     config["backbone"] = backbone_settings(config, backbone)
     if weights is not None:
         config["backbone"]["weights"] = None if weights == "none" else weights
@@ -125,6 +130,9 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
             config["backbone"].update(exported.get("backbone", {}))
         config["backbone"]["weights"] = None  # no hub weights under the export
         config["init_from"] = str(weights_file.resolve())
+    from reidkit.training.config import check_backbone_keys
+
+    check_backbone_keys(config["backbone"])  # --backbone may have named another plugin: its settings must fit it too
     if not Path(store).exists():
         raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
     out = Path(out or Path("runs") / config["plugin"])
@@ -152,3 +160,25 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
         say(f"best epoch {best['epoch']} ({best['protocol']} rank-1 {100 * best['rank1']:.1f}%), chosen on the test set, kept in "
             f"{out}/best (the run's result is the last epoch)", as_json)
     say(f"evaluate: reidkit eval {store} --checkpoint {out}", as_json)
+
+
+def set_options(pairs) -> dict:
+    """``--set key=value`` options as settings: values read as YAML (``--set milestones=[20,40]``), a dotted
+    key sets one entry of a nested setting (``--set backbone.pooling=gem``: merged into the backbone's)."""
+    import yaml
+
+    from reidkit.generation.contracts import parse_key_values
+
+    out = {}
+    for pair in pairs:
+        for key, text in parse_key_values(pair, "--set").items():
+            try:
+                value = yaml.safe_load(text) if text else text
+            except yaml.YAMLError:
+                value = text
+            head, _, sub = key.partition(".")
+            if sub:
+                out[head] = {**(out.get(head) or {}), sub: value}
+            else:
+                out[key] = value
+    return out

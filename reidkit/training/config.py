@@ -94,7 +94,7 @@ def read_config_file(path) -> dict:
 
 
 def resolve_config(plugin: str | None, file_settings: dict | None = None, overrides: dict | None = None,
-                   file_source: str = "config file") -> dict:
+                   file_source: str = "config file", option_names: dict | None = None) -> dict:
     """Merge: strategy defaults < config file < options given on the command line (None = not given).
 
     ``file_source`` names where ``file_settings`` came from (a file's path) in error messages. Every
@@ -119,8 +119,11 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
                 config[key] = {**config.get(key, {}), **value}
             else:
                 config[key] = value
-            origin[key] = f"option {OPTION_NAMES.get(key, '--' + key.replace('_', '-'))}" if source == "option" else source
-    validate_config(config, origin)
+            names = {**OPTION_NAMES, **(option_names or {})}  # --set keys are named as the user typed them
+            origin[key] = f"option {names.get(key, '--' + key.replace('_', '-'))}" if source == "option" else source
+    validate_config(config, origin, run_spec(factory))
+    if isinstance(config.get("backbone"), dict):
+        check_backbone_keys(config["backbone"], origin.get("backbone", "the settings"))
     if int(config.get("clip_len") or 0) > 0 and "test_flip" in config and origin["test_flip"].startswith("strategy"):
         config["test_flip"] = False  # CAL's video test averages clips without mirroring (its image test mirrors)
     if isinstance(config["generated"], str):
@@ -138,65 +141,50 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
 
 # command-line option of a setting, where it is not --KEY-WITH-DASHES
 OPTION_NAMES = {"max_steps_per_epoch": "--steps-per-epoch"}
-# key -> (kind, lowest allowed, lowest excluded?, highest allowed or None, highest excluded?); kinds: int, float,
-# int list, float list. None is allowed only for the keys in NULLABLE. Keys a strategy does not have are skipped.
-NUMERIC_SETTINGS = {
-    "epochs": ("int", 1), "seed": ("int", 0), "num_workers": ("int", 0), "eval_every": ("int", 0),
-    "checkpoint_every": ("int", 1), "keep_checkpoints": ("int", 1), "log_every_steps": ("int", 1),
-    "eval_batch_size": ("int", 1), "max_steps_per_epoch": ("int", 1),
-    "clip_len": ("int", 0), "clip_stride": ("int", 1), "clip_chunk": ("int", 0),
-    "ids_per_batch": ("int", 2), "images_per_id": ("int", 1), "height": ("int", 8), "width": ("int", 8),
-    "warmup_epochs": ("int", 0), "schedule_offset": ("int", 0), "clothes_start_epoch": ("int", 0), "adversarial_start_epoch": ("int", 0),
-    "milestones": ("int list", 0), "progress_epochs": ("int list", 0),
-    "lr": ("float", 0), "weight_decay": ("float", 0), "warmup_factor": ("float", 0, True, 1),
-    "gamma": ("float", 0, True), "label_smoothing": ("float", 0, False, 1, True), "triplet_margin": ("float", 0),
-    "triplet_weight": ("float", 0), "clothes_scale": ("float", 0, True), "cal_epsilon": ("float", 0, False, 1, True),
-    "clothes_lr": ("float", 0), "clothes_weight_decay": ("float", 0),
-    "progress_fractions": ("float list", 0, True, 1),
-}
-NULLABLE = {"max_steps_per_epoch", "clothes_lr", "clothes_weight_decay", "num_workers"}
-CHOICE_SETTINGS = {"sampler": ("cal", "bot")}
-BOOLEAN_SETTINGS = ("scale_schedule", "classifier_bias", "check_sync", "compile", "test_flip")
+def _common_spec() -> dict:
+    """The declarations of the settings every strategy shares (COMMON); a strategy's own come from its class."""
+    from reidkit.contracts import Setting
+    from reidkit.training.resizing import KERNELS
+
+    count = lambda low, what, **kw: Setting(int, what, min=low, **kw)  # noqa: E731
+    return {
+        "seed": count(0, "seed of initialisation, sampling and augmentation"),
+        "device": Setting(str, "auto, cpu, cuda or cuda:N"),
+        "amp": Setting(str, "mixed precision on GPU (none: float32)", choices=("auto", "none", "no", "bf16", "fp16")),
+        "num_workers": count(0, "DataLoader workers (null: per CPU)", nullable=True),
+        "eval_every": count(0, "evaluate every N epochs (0: never)"),
+        "checkpoint_every": count(1, "a checkpoint every N epochs"),
+        "keep_checkpoints": count(1, "checkpoint folders kept"),
+        "log_every_steps": count(1, "read the losses back every N steps"),
+        "check_sync": Setting(bool, "compare the ranks' parameters after each epoch"),
+        "compile": Setting(bool, "torch.compile the model"),
+        "eval_protocols": Setting(None, "protocols evaluated during training (null: all)"),
+        "eval_batch_size": count(1, "images per evaluation batch"),
+        "select_protocol": Setting(str, "protocol whose rank-1 picks the best epoch (null: cc, else standard)", nullable=True),
+        "max_steps_per_epoch": count(1, "cap on batches per epoch", nullable=True),
+        "init_from": Setting(str, "a pre-trained backbone export", nullable=True),
+        "scale_schedule": Setting(bool, "scale the epoch-valued settings to epochs"),
+        "clip_len": count(0, "frames per training clip (0: images)"),
+        "clip_stride": count(1, "a clip takes every Nth frame"),
+        "clip_chunk": count(0, "tracklets cut into pieces of N frames (0: whole)"),
+        "resize": Setting(str, "resizing kernel", choices=KERNELS),
+    }
 
 
-def _describe(kind, low, low_open=False, high=None, high_open=False):
-    what = {"int": "an integer", "float": "a number", "int list": "a list of integers", "float list": "a list of numbers"}[kind]
-    bounds = [f"{'>' if low_open else '>='} {low}"]
-    if high is not None:
-        bounds.append(f"{'<' if high_open else '<='} {high}")
-    return f"{what}, each {' and '.join(bounds)}" if kind.endswith("list") else f"{what} {' and '.join(bounds)}"
+def run_spec(factory) -> dict:
+    """Every setting a run of this strategy takes, declared: the common ones, then the strategy's
+    (``settings_spec``, else the type of its default: reidkit.contracts.settings_of)."""
+    from reidkit.contracts import settings_of
+
+    return {**_common_spec(), **settings_of(factory)}
 
 
-def _number_ok(value, kind, low, low_open=False, high=None, high_open=False):
-    if isinstance(value, bool):
-        return False
-    if kind == "int":
-        if not isinstance(value, int):
-            return False
-        number = value
-    else:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; the engine takes float() of it
-            try:
-                number = float(value)
-            except ValueError:
-                return False
-        elif isinstance(value, (int, float)):
-            number = float(value)
-        else:
-            return False
-        if number != number:  # NaN
-            return False
-    if number < low or (low_open and number == low):
-        return False
-    if high is not None and (number > high or (high_open and number == high)):
-        return False
-    return True
-
-
-def validate_config(config: dict, origin: dict | None = None) -> None:
-    """Check every numeric, boolean and list setting's type and range; a bad one raises a one-line
-    ReidkitError naming the key, where it came from (``origin[key]``) and what was expected."""
+def validate_config(config: dict, origin: dict | None = None, spec: dict | None = None) -> None:
+    """Check every setting against its declaration (reidkit.contracts.Setting: the one schema of every plugin
+    kind); a bad one raises a one-line ReidkitError naming the key, where it came from (``origin[key]``) and
+    what was expected. ``spec``: the run's declarations (default: the strategy named in ``config``)."""
     origin = origin or {}
+    spec = spec if spec is not None else run_spec(strategy_factory(config.get("plugin", "baseline")))
 
     def bad(key, expected):
         value = config[key]
@@ -204,34 +192,35 @@ def validate_config(config: dict, origin: dict | None = None) -> None:
         raise ReidkitError(f"setting '{key}' from {origin.get(key, 'the settings')}: expected {expected}, "
                            f"got {shown} ({type(value).__name__})")
 
-    for key, rule in NUMERIC_SETTINGS.items():
-        if key not in config or (config[key] is None and key in NULLABLE):
-            continue
-        kind, *bounds = rule
-        value = config[key]
-        if kind.endswith("list"):
-            if not isinstance(value, list) or not all(_number_ok(v, kind.split()[0], *bounds) for v in value):
-                bad(key, _describe(kind, *bounds))
-        elif not _number_ok(value, kind, *bounds):
-            bad(key, _describe(kind, *bounds) + (" (or null)" if key in NULLABLE else ""))
-    for key, choices in CHOICE_SETTINGS.items():
-        if key in config and config[key] not in choices:
-            bad(key, "one of " + ", ".join(choices))
-    for key in BOOLEAN_SETTINGS:
-        if key in config and not isinstance(config[key], bool):
-            bad(key, "true or false")
+    for key, setting in spec.items():
+        if key in config:
+            problem = setting.problem(config[key])
+            if problem:
+                bad(key, problem)
     generated = config.get("generated")
     if not (isinstance(generated, str) or (isinstance(generated, list) and all(isinstance(g, str) and g for g in generated))):
         bad("generated", "a run name or a list of run names")
-    if "device" in config and not isinstance(config["device"], str):
-        bad("device", "a device name: auto, cpu, cuda or cuda:N")
-    for key in ("backbone", "augment"):
-        if key in config and not isinstance(config[key], dict):
-            bad(key, "a mapping of settings (key: value)")
-    from reidkit.training.resizing import KERNELS
 
-    if "resize" in config and config["resize"] not in KERNELS:
-        bad("resize", "one of " + ", ".join(KERNELS))
+
+def check_backbone_keys(backbone: dict, source: str = "the settings") -> None:
+    """A backbone setting its plugin does not take is one line naming it (a typo is never silently dropped).
+    The plugin's settings are its factory's named parameters; a factory taking ``**kwargs`` accepts any."""
+    import inspect
+
+    from reidkit.plugin_manager import get_plugins
+
+    plugin = backbone.get("plugin", "timm")
+    plugins = get_plugins()
+    if plugin not in plugins.names("backbones"):
+        return  # an unknown plugin is reported where it is built, with the registered names
+    params = inspect.signature(plugins.get("backbones", plugin)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    known = {p.name for p in params} | {"plugin", "resolved_weights"}  # resolved_weights: a record the engine writes
+    unknown = sorted(set(backbone) - known)
+    if unknown:
+        raise ReidkitError(f"unknown backbone setting(s) in {source}: {', '.join(unknown)} "
+                           f"(backbone '{plugin}' takes: {', '.join(sorted(known - {'resolved_weights'}))})")
 
 
 def backbone_settings(config: dict, name: str | None) -> dict:
