@@ -118,45 +118,16 @@ def acquire(target: Path, what: str, key: str = "") -> WriterLock:
     return writer_lock(target, what, key).acquire()
 
 
-def one_writer_per_run_shard(run_expand):
-    """Decorates ``run_expand``: a second expand of the same run and shard is refused while one runs.
+def one_writer_per_run_shard(store_path: Path, name: str, tag: str) -> WriterLock:
+    """The lock of one shard of a generated run (``.STORE.runs.NAME.TAG.lock`` beside the store): a second expand of
+    the same run and shard is refused while one runs.
 
-    Two writers of one run shard would both plan the same missing items and publish them twice. The lock
-    (beside the store: ``.STORE.runs.NAME.TAG.lock``) covers planning and writing; shards of one run each
-    take their own, so sharded runs still work side by side.
+    Two writers of one run shard would both plan the same missing items and publish them twice. ``run_expand``
+    takes it once the run's name is final (a generator's provenance digest included), so runs that differ only by
+    it are written side by side, and shards of one run each take their own.
     """
-    import functools
-    import inspect
-
-    signature = inspect.signature(run_expand)
-
-    @functools.wraps(run_expand)
-    def locked(*args, **kwargs):
-        try:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            key, what = _run_shard_key(bound.arguments)
-        except Exception:  # arguments run_expand itself refuses: let it say so, in its words
-            return run_expand(*args, **kwargs)
-        with writer_lock(key[0], what, key=key[1]):
-            return run_expand(*args, **kwargs)
-
-    return locked
-
-
-def _run_shard_key(a: dict):
-    from reidkit.generation import seeding
-    from reidkit.generation.engine import default_run_name
-
-    store = Path(getattr(a["store_path"], "path", a["store_path"]))
-    shard = seeding.parse_shard(a["shard"]) if isinstance(a["shard"], str) else a["shard"]
-    if shard is None:
-        shard = seeding.launcher_shard()
-    tag = seeding.shard_tag(shard)
-    name = a["name"] or default_run_name(a["generator"], a["split"], a["variants"], a["seed"])
-    if not store.is_file():
-        raise FileNotFoundError(store)  # run_expand says the store is missing
-    return (store, f"runs.{name}.{tag}"), f"generated run '{name}' (chunks '{tag}') of {store}"
+    store = Path(store_path)
+    return writer_lock(store, f"generated run '{name}' (chunks '{tag}') of {store}", key=f"runs.{name}.{tag}")
 
 
 def one_writer_per_run_folder(out: Path):
