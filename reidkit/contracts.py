@@ -228,6 +228,10 @@ def _empty(*args, **kwargs):
     return {}
 
 
+def _no_hooks(*args, **kwargs):
+    return []
+
+
 CONTRACTS = {
     "adapters": Contract("adapter", "reidkit.adapter.Adapter", required=("scan",), has_settings=False),
     "maskers": Contract("masker", "reidkit.generation.contracts.Masker", required=("label_maps",),
@@ -241,11 +245,12 @@ CONTRACTS = {
                                      "provenance": _empty, "weights": None}),
     "filters": Contract("filter", "reidkit.generation.contracts.Filter", required=("judge",),
                         optional={"load": _nothing, "pass_rates": None, "check": _nothing}),
-    "backbones": Contract("backbone", "reidkit.training.contracts.Backbone", must_be_class=False, has_settings=False),
+    "backbones": Contract("backbone", "reidkit.training.contracts.Backbone", must_be_class=False, has_settings=False,
+                          optional={"resolve_weights": None}),
     "strategies": Contract("strategy", "reidkit.training.contracts.Strategy",
                            required=("build_heads", "loss", "lr_factor", "variant_limit"),
                            optional={"separate_optimizers": _empty, "auxiliary_losses": _empty, "on_checkpoint": _nothing,
-                                     "defaults_for": None, "needs_generated": False},
+                                     "defaults_for": None, "needs_generated": False, "hooks": _no_hooks},
                            must_be_class=False),
     "commands": Contract("command", "click.Command", has_settings=False, must_be_class=False),
 }

@@ -99,7 +99,7 @@ def check_labelled_sheet(png: Path, columns: int, rows: int):
 
 
 def test_demo_contact_sheet_labels_columns_and_rows_as_show_does(store, tmp_path):
-    from reidkit.training.demo import contact_sheet
+    from reidkit.demo import contact_sheet
 
     run = store.run("r")
     path = contact_sheet(store, run, tmp_path / "demo.png", rows=2, seed=0)

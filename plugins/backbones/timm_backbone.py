@@ -157,3 +157,12 @@ def _set_last_stride_one(trunk):
             module.stride = (1, 1)
         elif isinstance(module, nn.AvgPool2d) and module.stride in (2, (2, 2)):
             module.kernel_size, module.stride = 1, 1  # avg-down shortcuts (resnet*t, *d): pooling would shrink the map
+
+
+def resolve_weights_of(settings: dict):
+    """The backbone contract's optional ``resolve_weights``: what this backbone's settings load (recorded in
+    config.yaml as ``backbone.resolved_weights``)."""
+    return resolve_weights(settings.get("model", "resnet50"), settings.get("weights"))
+
+
+build_timm_backbone.resolve_weights = resolve_weights_of  # the factory carries its contract's optional member

@@ -31,7 +31,7 @@ def train(store, run_name, out, model, epochs, batch_size, seed, sets, device, a
     """
     import json
 
-    from reidkit.commands.expand import key_values
+    from reidkit.generation.contracts import key_values
     from reidkit.plugins.guidance.training import train_discriminator
 
     settings = key_values(sets, "--set")

@@ -23,7 +23,7 @@ import click
 def demo(out, quick, base, epochs, variants, backbone, ids, lr, no_refine, seeds, num_workers):
     """Adapt the synthetic world, expand it with recolor, train a model with and without the
     expansion, evaluate both (standard and clothes-changing) and print them side by side."""
-    from reidkit.training.demo import run_demo
+    from reidkit.demo import run_demo
 
     overrides = {k: v for k, v in {"epochs": epochs, "variants": variants, "backbone": backbone, "ids": ids, "lr": lr}.items() if v is not None}
     try:

@@ -31,15 +31,6 @@ def load_config(path: Path) -> dict:
     return data
 
 
-def key_values(pairs, what) -> dict:
-    from reidkit.generation.contracts import parse_key_values
-
-    out = {}
-    for p in pairs:
-        out.update(parse_key_values(p, what))
-    return out
-
-
 def print_summary(summary: dict):
     from rich.console import Console
     from rich.table import Table
@@ -152,6 +143,8 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
     settings.update({k: v for k, v in flags.items() if v is not None})
     if filters:
         settings["filters"] = list(filters)
+    from reidkit.generation.contracts import key_values
+
     for key, pairs, what in (("generator_settings", gen_sets, "--set"), ("prompt_settings", prompt_sets, "--prompt-set"),
                              ("masker_settings", mask_sets, "--mask-set")):
         if pairs:

@@ -25,7 +25,7 @@ def mask(store, masker, mask_sets, name, splits, batch_size, device, limit, as_j
     """
     import numpy as np
 
-    from reidkit.commands.expand import key_values
+    from reidkit.generation.contracts import key_values
     from reidkit.generation import run_mask
     from reidkit.store import open_store
 

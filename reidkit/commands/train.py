@@ -167,18 +167,17 @@ def set_options(pairs) -> dict:
     key sets one entry of a nested setting (``--set backbone.pooling=gem``: merged into the backbone's)."""
     import yaml
 
-    from reidkit.generation.contracts import parse_key_values
+    from reidkit.generation.contracts import key_values
 
     out = {}
-    for pair in pairs:
-        for key, text in parse_key_values(pair, "--set").items():
-            try:
-                value = yaml.safe_load(text) if text else text
-            except yaml.YAMLError:
-                value = text
-            head, _, sub = key.partition(".")
-            if sub:
-                out[head] = {**(out.get(head) or {}), sub: value}
-            else:
-                out[key] = value
+    for key, text in key_values(pairs, "--set").items():
+        try:
+            value = yaml.safe_load(text) if text else text
+        except yaml.YAMLError:
+            value = text
+        head, _, sub = key.partition(".")
+        if sub:
+            out[head] = {**(out.get(head) or {}), sub: value}
+        else:
+            out[key] = value
     return out

@@ -200,6 +200,14 @@ def parse_key_values(text: str, what: str) -> dict:
     return out
 
 
+def key_values(pairs, what: str) -> dict:
+    """Repeated ``--set a=1,b=x`` options -> one dict (later pairs win), for every command and command plugin."""
+    out = {}
+    for pair in pairs:
+        out.update(parse_key_values(pair, what))
+    return out
+
+
 def _split_top_level(text: str) -> list[str]:
     """Split on commas outside brackets, so ``taus=[0.3,0.5],tau=0.5`` keeps its list whole."""
     parts, depth, current = [], 0, ""

@@ -26,6 +26,12 @@ class Backbone(Protocol):
     (``clip_len > 0``): ``features(images)`` (the pooled embedding, before the
     neck) and ``neck(features)``, so a clip's frame features can be averaged
     over time before the neck.
+
+    The factory's named parameters are the backbone's settings (a setting it
+    does not take is refused in one line before training; a factory with
+    ``**kwargs`` takes any). Optional on the factory: ``resolve_weights(settings)``
+    -> what its ``weights`` setting loads (a hub tag, a file), recorded in
+    config.yaml as ``backbone.resolved_weights``.
     """
 
     feature_dim: int
@@ -68,6 +74,10 @@ class Strategy(Protocol):
       computed, so ``loss`` sees the updated parameters (CAL's order).
     - ``on_checkpoint(out, model, config, epoch)``: called after each saved
       checkpoint (pretrain exports its backbone).
+    - ``hooks(trainer)`` -> a list of ``reidkit.training.hooks.Hook`` objects,
+      called after the engine's own (before_train, before_epoch(epoch),
+      after_step, after_epoch(epoch), after_train), e.g. to re-cluster
+      pseudo-labels at the start of an epoch.
     - ``defaults_for(base)`` (static) and ``needs_generated`` (class attribute):
       defaults that depend on a base strategy, and whether ``--generated`` is
       required (progressive).

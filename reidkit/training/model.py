@@ -4,12 +4,17 @@ from __future__ import annotations
 
 def resolved_weights(backbone: dict):
     """What the backbone's ``weights`` setting loads, recorded in config.yaml as ``backbone.resolved_weights``:
-    for the timm plugin the hub tag that ``imagenet`` resolves to (resnet50 -> resnet50.tv_in1k), else the file or None."""
-    if backbone.get("plugin", "timm") == "timm":
-        from reidkit.plugins.backbones.timm_backbone import resolve_weights
+    the backbone plugin's optional ``resolve_weights(settings)`` (timm: the hub tag ``imagenet`` resolves to,
+    resnet50 -> resnet50.tv_in1k), else the setting itself (a file or None)."""
+    from reidkit.contracts import CONTRACTS
+    from reidkit.plugin_manager import get_plugins
 
-        return resolve_weights(backbone.get("model", "resnet50"), backbone.get("weights"))
-    return backbone.get("weights")
+    plugins = get_plugins()
+    plugin = backbone.get("plugin", "timm")
+    factory = plugins.get("backbones", plugin) if plugin in plugins.names("backbones") else None
+    resolve = CONTRACTS["backbones"].optional_member(factory, "resolve_weights") if factory is not None else None
+    settings = {k: v for k, v in backbone.items() if k not in ("plugin", "resolved_weights")}
+    return resolve(settings) if resolve is not None else backbone.get("weights")
 
 
 def build_model(config: dict, num_classes: int, num_clothes: int, clothes_of_class: list, strategy=None,
