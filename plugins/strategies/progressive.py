@@ -54,6 +54,11 @@ class ProgressiveStrategy:
     def auxiliary_losses(self, outputs, batch, epoch):
         return self.base.auxiliary_losses(outputs, batch, epoch)
 
+    def hooks(self, trainer):
+        from reidkit.contracts import CONTRACTS
+
+        return CONTRACTS["strategies"].optional_member(self.base, "hooks")(trainer)  # the base's own hooks, if any
+
     def variant_limit(self, epoch, num_variants):
         from reidkit.training.data import variant_pool_size
 
