@@ -3,6 +3,7 @@ strategies`` and enforced by training (reidkit.training.config.validate_config c
 against them, with the common settings' declarations, before a run folder is written).
 """
 from reidkit.contracts import Setting
+from reidkit.training.samplers import KINDS as SAMPLERS  # the one list of sampler kinds
 
 SETTINGS = {
     "epochs": Setting(int, "training epochs", min=1),
@@ -12,7 +13,7 @@ SETTINGS = {
     "warmup_factor": Setting(float, "learning-rate factor at the start of the warm-up", min=0, min_open=True, max=1),
     "schedule_offset": Setting(int, "0-based epoch e runs at schedule index e + offset (BoT's code: 1, stepped before each epoch)", min=0),
     "sampler": Setting(str, "identity sampler: cal (all groups shuffled, P consecutive a batch) or bot (P distinct persons)",
-                       choices=("cal", "bot")),
+                       choices=SAMPLERS),
     "milestones": Setting(list, "0-based epochs where the learning rate is multiplied by gamma", item=int, min=0),
     "gamma": Setting(float, "learning-rate factor at each milestone", min=0, min_open=True),
     "ids_per_batch": Setting(int, "P: persons per batch", min=2),
