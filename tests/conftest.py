@@ -19,3 +19,30 @@ for name in [m for m in sys.modules if m == "reidkit" or m.startswith("reidkit."
     if not Path(getattr(sys.modules[name], "__file__", "") or "").resolve().is_relative_to(ROOT / "reidkit"):
         continue
     del sys.modules[name]
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+_FAILED_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        _FAILED_MODULES.add(item.module.__name__)
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_temp_dirs(request, tmp_path_factory):
+    """A passing module's temporary folders go when it ends: its runs hold ResNet-50 checkpoints
+    (about 250 MB each), and a whole suite kept to the end needs more disk than a CI machine may have."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.module.__name__ in _FAILED_MODULES:
+        return
+    for path in set(base.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True)
