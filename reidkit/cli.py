@@ -12,6 +12,7 @@ import click
 
 from reidkit._version import __version__
 from reidkit.errors import DiskFullError, ReidkitError, disk_full_path, is_disk_full
+from reidkit.interrupts import TERMINATED, sigterm_as_interrupt
 
 # name -> (module, attribute, one-line help). A command shows up once its module exists.
 BUILTIN_COMMANDS = {
@@ -135,10 +136,11 @@ INTERRUPTED = {
 }
 
 
-def interrupted_message(args) -> str:
-    """The exit line after Ctrl-C for the command named in ``args`` (the first word that is not an option)."""
+def interrupted_message(args, terminated: bool = False) -> str:
+    """The exit line after Ctrl-C (or SIGTERM) for the command named in ``args`` (the first word that is not an option)."""
     name = next((str(a) for a in args if not str(a).startswith("-")), None)
-    return INTERRUPTED.get(name, "Interrupted.")
+    line = INTERRUPTED.get(name, "Interrupted.")
+    return line.replace("Interrupted", "Stopped by SIGTERM", 1) if terminated else line
 
 
 # What to do after a write failed for lack of space, per command (what was written before is intact).
@@ -164,6 +166,7 @@ def main(argv=None):
         _quiet_offline_hub_notes()
         # OpenCV logs its decoders' failures on stderr itself; reidkit reports a bad image in its own one line
         os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    sigterm_as_interrupt()  # a scheduler's SIGTERM stops at the same safe points as Ctrl-C, with the same one line
     try:
         cli.main(args=argv, prog_name="reidkit", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -184,8 +187,8 @@ def main(argv=None):
         exc.show()
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo(interrupted_message(sys.argv[1:] if argv is None else argv), err=True)
-        sys.exit(130)
+        click.echo(interrupted_message(sys.argv[1:] if argv is None else argv, TERMINATED.is_set()), err=True)
+        sys.exit(143 if TERMINATED.is_set() else 130)
     except Exception as exc:
         if debug_enabled():
             raise

@@ -103,3 +103,10 @@ class disk_full_names:
         if is_disk_full(exc) or _torch_writer_failed_for_space(exc, self.path):
             raise DiskFullError(disk_full_path(exc, self.path)) from None
         return False
+
+
+class Preempted(ReidkitError):
+    """Training stopped by SIGTERM (a batch scheduler ending the job) after writing a checkpoint at the step it
+    reached; the message is the one resume line. Exit status 143, as a process ended by SIGTERM."""
+
+    exit_code = 143

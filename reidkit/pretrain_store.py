@@ -155,19 +155,6 @@ def _store_loader(store, i):
     return lambda: store.image_bytes(i)
 
 
-def build_pretrain_store(out, sources: list, runs: list[str] | None = None, *, eval_stores: list = (),
-                         allow_overlap: bool = False, include_rejected: bool = False, with_real: bool = False,
-                         force: bool = False, progress=None):
-    """Collect (leakage guard first) and write the pre-training store; returns (WriteSummary, [SourceReport])."""
-    if not sources:
-        raise ReidkitError("give at least one source store")
-    records, reports, identities = collect(sources, runs, eval_stores=eval_stores, allow_overlap=allow_overlap,
-                               include_rejected=include_rejected, with_real=with_real)
-    options = {"eval_stores": [str(Path(p)) for p in eval_stores], "include_rejected": include_rejected,
-               "with_real": with_real, "allowed": allow_overlap}
-    return write_pretrain_store(out, records, reports, identities, options, force=force, progress=progress), reports
-
-
 def write_pretrain_store(out, records: list[ImageRecord], reports: list[SourceReport], identities: list, options: dict, *,
                          force: bool = False, progress=None):
     """Write collected records as store ``out`` (all in split ``train``); what made it goes in its settings."""

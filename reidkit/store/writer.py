@@ -1,7 +1,6 @@
 """Writes a store from a ``DatasetLayout``: bytes copied as they are, columns in bulk, published atomically."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +14,7 @@ import numpy as np
 from reidkit._version import __version__
 from reidkit.adapter import DatasetLayout, ImageRecord
 from reidkit.errors import DatasetLayoutError, StoreError
+from reidkit.interrupts import interrupt_flag
 from reidkit.store import atomic
 from reidkit.store.imagecodec import probe
 from reidkit.store.schema import BOOL_COLUMNS, FORMAT_NAME, INT_COLUMNS, SCHEMA_VERSION
@@ -126,26 +126,6 @@ def write_store(
     with writer_lock(out, f"store {out}"):
         check_output(out, force)  # again under the lock: another writer may have published it meanwhile
         return _write_store(out, layout, skip_bad=skip_bad, force=force, progress=progress, workers=workers)
-
-
-@contextlib.contextmanager
-def interrupt_flag():
-    """Ctrl-C sets a flag the write loop checks (and raises KeyboardInterrupt at a safe point): raised directly, a
-    KeyboardInterrupt that lands inside h5py's or a C callback's cleanup is printed as 'ignored' and lost, and the
-    store would be published anyway. Outside the main thread (signals cannot be caught there) nothing changes."""
-    import signal
-    import threading
-
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
-    try:
-        yield flag
-    finally:
-        # a Ctrl-C after the last check finds the store published: it stays (None: a handler not set from Python)
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _stop_if(flag):

@@ -1,13 +1,15 @@
 """Checkpoints: config.yaml (full settings, store fingerprint, label map), checkpoints/epoch-NNNN/{model.safetensors,
-state.pt, log.csv} published whole, and model.safetensors at the top (the latest weights, for eval)."""
+state.pt, log.csv} published whole, and model.safetensors at the top (the latest weights, for eval). A run stopped
+by SIGTERM mid-epoch leaves checkpoints/epoch-NNNN-step-SSSSSS (NNNN epochs done, SSSSSS steps of the next): resume
+continues from it; the top-level weights stay the last whole epoch's."""
 from __future__ import annotations
-
 
 import hashlib
 import os
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
+from reidkit.interrupts import interrupt_flag
 from reidkit.store import atomic
 
 MODEL_FILE, CONFIG_FILE, STATE_FILE, LOG_FILE = "model.safetensors", "config.yaml", "state.pt", "log.csv"
@@ -64,13 +66,29 @@ def write_safetensors(path: Path, state: dict, metadata: dict):
         Path(partial).write_bytes(safetensors_bytes(state, metadata))
 
 
+def folder_name(epoch: int, step: int | None = None) -> str:
+    """``epoch-NNNN`` after epoch ``epoch`` (0-based, named 1-based); ``epoch-NNNN-step-SSSSSS``: ``step`` steps into
+    epoch ``epoch + 1`` (a run stopped mid-epoch)."""
+    return f"epoch-{epoch + 1:04d}" + (f"-step-{int(step):06d}" if step is not None else "")
+
+
+def _order(name: str) -> tuple[int, int] | None:
+    """(epochs done, steps of the next) of a checkpoint folder's name; None for another name."""
+    if not name.startswith("epoch-"):
+        return None
+    epoch, _, step = name[6:].partition("-step-")
+    if not epoch.isdigit() or (step and not step.isdigit()) or (_ and not step):
+        return None
+    return int(epoch), int(step or 0)
+
+
 def checkpoint_dirs(out: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (``checkpoints/epoch-NNNN``, each renamed into place whole)."""
+    """Complete checkpoints of a run, oldest first (``checkpoints/epoch-NNNN[-step-SSSSSS]``, each renamed into place whole)."""
     root = Path(out) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [d for d in root.iterdir() if d.is_dir() and d.name.startswith("epoch-") and d.name[6:].isdigit()]
-    return sorted(found, key=lambda d: int(d.name[6:]))
+    found = [d for d in root.iterdir() if d.is_dir() and _order(d.name) is not None]
+    return sorted(found, key=lambda d: _order(d.name))
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -82,14 +100,14 @@ def latest_checkpoint(out: Path) -> Path | None:
     return out if (out / STATE_FILE).is_file() and (out / MODEL_FILE).is_file() else None
 
 
-def publish_epoch(out: Path, epoch: int, write, keep: int = 2) -> Path:
-    """``out/checkpoints/epoch-NNNN`` (epoch 0-based, named 1-based) as one unit: ``write(folder)`` fills a hidden
-    folder, which is fsynced and renamed into place whole; the previous one stays until then, the last ``keep`` remain."""
+def publish_epoch(out: Path, epoch: int, write, keep: int = 2, step: int | None = None) -> Path:
+    """``out/checkpoints/`` + :func:`folder_name` as one unit: ``write(folder)`` fills a hidden folder, which is
+    fsynced and renamed into place whole; the previous one stays until then, the last ``keep`` remain."""
     import shutil
 
     root = Path(out) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch + 1:04d}"
+    final = root / folder_name(epoch, step)
     partial = root / f".{final.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # left by a kill: never read
     partial.mkdir()
@@ -151,7 +169,9 @@ def write_snapshot(out: Path, snap: dict, keep: int = 2):
         for name, (state, meta) in (snap.get("more_weights") or {}).items():  # e.g. a best epoch's (training.selection)
             (folder / name).write_bytes(safetensors_bytes(state, meta))
 
-    folder = publish_epoch(out, snap["epoch"], write, keep)
+    folder = publish_epoch(out, snap["epoch"], write, keep, snap.get("step"))
+    if snap.get("step") is not None:
+        return  # mid-epoch (SIGTERM): for resume only; eval keeps reading the last whole epoch's weights
     with atomic.atomic_output(out / MODEL_FILE, replace=True) as partial:
         try:  # the checkpoint's own file, hard-linked: no second copy to write (files are only ever replaced, never edited)
             os.link(folder / MODEL_FILE, partial)
@@ -159,15 +179,6 @@ def write_snapshot(out: Path, snap: dict, keep: int = 2):
             Path(partial).write_bytes(weights_bytes)
     for legacy in (out / STATE_FILE,):  # a run from before checkpoint folders: its pair is superseded
         legacy.unlink(missing_ok=True)
-
-
-def save_checkpoint(out: Path, model, optimizer, scheduler, epoch: int, extra: dict | None = None, keep: int = 2):
-    """Publish weights + training state + log as one unit (``publish_epoch``), in the calling thread.
-
-    A kill at any moment leaves a resumable run; ``model.safetensors`` at the top (what eval and inference read)
-    is then replaced atomically.
-    """
-    write_snapshot(out, snapshot(out, model, optimizer, scheduler, epoch, extra), keep)
 
 
 class CheckpointWriter:
@@ -189,8 +200,6 @@ class CheckpointWriter:
         import threading
 
         self.wait()
-        from reidkit.store.writer import interrupt_flag
-
         thread = threading.Thread(target=self._run, args=(write,), name="reidkit-checkpoint")
         with interrupt_flag() as interrupted:  # a Ctrl-C inside start() left a half-started thread: join() refused it, or exit crashed
             thread.start()

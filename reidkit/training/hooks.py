@@ -36,7 +36,8 @@ class Hook:
 
     def before_epoch(self, epoch: int):
         """Before epoch ``epoch``'s steps (and before its sampler is set to the epoch). The run's one loader iterator
-        may already have drawn and prefetched the epoch's first batches while the previous epoch ended."""
+        may already have drawn and prefetched the epoch's first batches while the previous epoch ended: a hook that
+        changes the items' labels here calls ``trainer.restart_data(epoch)`` so the epoch is planned from them."""
 
     def after_step(self):
         """After each optimisation step (``trainer.stats.steps`` counts them); keep it cheap: it runs every step."""
@@ -46,6 +47,14 @@ class Hook:
 
     def after_train(self):
         """After the last epoch (not when the run stops on an error or Ctrl-C)."""
+
+    def state_dict(self) -> dict | None:
+        """What this hook must keep in every checkpoint to resume exactly (tensors and plain values), or None."""
+        return None
+
+    def load_state_dict(self, state: dict):
+        """Put back what :meth:`state_dict` returned, on resume (after the hooks are registered, before before_train).
+        ``trainer.resumed_steps(epoch)`` says whether the first epoch was stopped part-way by SIGTERM."""
 
 
 class LRScheduler(Hook):
@@ -109,16 +118,20 @@ class Checkpointer(Hook):
             t.writer.wait()  # the run's last checkpoint is on disk when train() returns
         barrier(t.ctx)
 
-    def save(self, epoch: int):
+    def save(self, epoch: int, step: int | None = None, more: dict | None = None):
+        """After epoch ``epoch``; or, with ``step``, ``step`` steps into it (SIGTERM: ``more`` holds the epoch's counters)."""
         import torch
 
         t = self.trainer
         out, config, best = t.out, t.config, t.best  # the writing thread sees these, not the trainer
-        extra = {"side_optimizers": {n: o.state_dict() for n, o in t.side_optimizers.items()}}
+        extra = {"side_optimizers": {n: o.state_dict() for n, o in t.side_optimizers.items()}, "hooks": t.hook_states()}
         if t.ctx.device.startswith("cuda"):
             extra["cuda_rng"] = torch.cuda.get_rng_state(t.ctx.device)
+        if step is not None:  # named after the epochs done, with the steps of this one
+            extra.update(more or {}, step=int(step))
         # a CPU copy of everything now (exact resume); the files are written by a background thread, one at a time
-        snapshot = ckpt.snapshot(out, t.model, t.optimizer, t.scheduler, epoch, extra=extra)
+        snapshot = ckpt.snapshot(out, t.model, t.optimizer, t.scheduler, epoch if step is None else epoch - 1, extra=extra)
+        snapshot["step"] = step
         best.attach(snapshot)  # the best so far rides in the checkpoint; best/ follows it once it is on disk
         t.writer.submit(lambda snap=snapshot: (ckpt.write_snapshot(out, snap, keep=int(config.get("keep_checkpoints") or 2)),
                                                best.publish(snap)))

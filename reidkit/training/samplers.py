@@ -64,6 +64,11 @@ class IdentityBatchSampler:
         """Rows of this rank's batch: its P / W groups of K, twice when real images are paired."""
         return self.groups_per_rank * self.k * (2 if self.limit_at(self.epoch if epoch is None else epoch) else 1)
 
+    def forget(self):
+        """Drop the planned batches: the items' labels changed (a clustering strategy's pseudo labels; label -1,
+        an item left out of every group)."""
+        self._cache = None
+
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
 
@@ -156,10 +161,12 @@ class IdentityBatchSampler:
 class RunBatches:
     """Every batch of a run, epoch after epoch, as one batch sampler: epoch e's batches are exactly
     ``sampler.batches(e)`` (its first ``max_steps``). One DataLoader iterator then serves the whole run, and its
-    workers prefetch the next epoch's first batches while an epoch ends (evaluation, checkpoint)."""
+    workers prefetch the next epoch's first batches while an epoch ends (evaluation, checkpoint). ``skip``: steps of
+    the first epoch already trained (a run resumed from a checkpoint inside an epoch)."""
 
-    def __init__(self, sampler: IdentityBatchSampler, start_epoch: int, epochs: int, max_steps=None):
+    def __init__(self, sampler: IdentityBatchSampler, start_epoch: int, epochs: int, max_steps=None, skip: int = 0):
         self.sampler, self.start_epoch, self.epochs, self.max_steps = sampler, int(start_epoch), int(epochs), max_steps
+        self.skip = int(skip)
 
     def steps(self, epoch: int) -> int:
         n = len(self.sampler.batches(epoch))
@@ -167,7 +174,7 @@ class RunBatches:
 
     def __iter__(self):
         for epoch in range(self.start_epoch, self.epochs):
-            yield from self.sampler.batches(epoch)[:self.steps(epoch)]
+            yield from self.sampler.batches(epoch)[self.skip if epoch == self.start_epoch else 0:self.steps(epoch)]
 
     def __len__(self):
-        return sum(self.steps(e) for e in range(self.start_epoch, self.epochs))
+        return sum(self.steps(e) for e in range(self.start_epoch, self.epochs)) - self.skip

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from reidkit.errors import ReidkitError
+from reidkit.training import checkpoint as ckpt
 
 BEST_DIR, BEST_FILE, SELECTION_FILE = "best", "best.json", "selection.json"
 CHECKPOINT_BEST = "best.safetensors"  # a best epoch's weights inside the next checkpoint folder (when not its own epoch)
@@ -165,7 +166,8 @@ class BestEpoch:
             return
         snap["state"]["selection"] = {"record": dict(self.record), "last": self.last}
         if self.pending is not None:
-            if int(self.record["epoch"]) != snap["epoch"] + 1:  # the checkpoint's own weights otherwise
+            # the checkpoint's own weights otherwise (never those of one written inside an epoch)
+            if int(self.record["epoch"]) != snap["epoch"] + 1 or snap.get("step") is not None:
                 snap.setdefault("more_weights", {})[CHECKPOINT_BEST] = (self.pending, {"epoch": str(self.record["epoch"] - 1),
                                                                                       "format": "reidkit"})
             snap["best_changed"] = True
@@ -177,7 +179,7 @@ class BestEpoch:
         if not selection:
             return
         if snap.get("best_changed"):
-            folder = self.out / "checkpoints" / f"epoch-{snap['epoch'] + 1:04d}"
+            folder = self.out / ckpt.CHECKPOINTS / ckpt.folder_name(snap["epoch"], snap.get("step"))
             source = folder / (CHECKPOINT_BEST if CHECKPOINT_BEST in snap.get("more_weights", {}) else "model.safetensors")
             write_best(self.out, source, selection["record"])
         write_selection(self.out, selection)

@@ -134,6 +134,17 @@ class LossMeter:
                 raise ReidkitError(f"{what} became {value} at epoch {epoch + 1} step {step}; lower --lr or check the data")
         return dict(zip(keys, values[2 * len(names):]))
 
+    def state(self, epoch: int) -> dict:
+        """The sums and the non-finite watch as CPU tensors, for a checkpoint inside an epoch (checked first)."""
+        self.read(epoch)
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()},
+                "bad": {k: [x.cpu() for x in pair] for k, pair in self.bad.items()}}
+
+    def load_state(self, state: dict):
+        """Continue from :meth:`state`: the same sums, added to in the same order, give the same epoch means."""
+        self.sums = {k: v.to(self.device, self.dtype) for k, v in state["sums"].items()}
+        self.bad = {k: tuple(x.to(self.device, self.dtype) for x in pair) for k, pair in state["bad"].items()}
+
 
 def _step_side_optimizers(strategy, side_optimizers, separate, outputs, batch, epoch, ctx) -> dict:
     """Step each separate optimiser on its auxiliary loss (CAL's clothes classifier) before the main loss is formed.

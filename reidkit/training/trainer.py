@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import signal
 import sys
 import time
 import weakref
@@ -26,14 +27,15 @@ from pathlib import Path
 from reidkit import open_store
 from reidkit._version import __version__
 from reidkit.contracts import CONTRACTS
-from reidkit.errors import ReidkitError
+from reidkit.errors import Preempted, ReidkitError
+from reidkit.interrupts import signal_flag
 from reidkit.pretrained_backbone import load_init
 from reidkit.progress import progress_bar
 from reidkit.training import checkpoint as ckpt
 from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES, default_workers, schedule_warnings
 from reidkit.training.data import BOT_AUGMENT, TrainDataset, build_items, erase_generator
 from reidkit.training.distributed import barrier, setup, teardown
-from reidkit.training.hooks import Hook, build_hooks
+from reidkit.training.hooks import Checkpointer, Hook, build_hooks
 from reidkit.training.model import build_model, resolved_weights
 from reidkit.training.resizing import run_kernel
 from reidkit.training.samplers import IdentityBatchSampler, RunBatches
@@ -177,22 +179,27 @@ class Trainer:
         _cuda_setup(self.ctx.device)
         self.writer = None
         try:
-            self.set_up()
-            self.call("before_train")
-            for epoch in range(self.start_epoch, self.epochs):
-                self.call("before_epoch", epoch)
-                self.run_epoch(epoch)
-                self.call("after_epoch", epoch)
-                self.summary = {**self.row, "epochs_run": self.summary["epochs_run"] + 1}
-            self.call("after_train")
-            _close_loader(self.loader)
-            if self.summary["epochs_run"]:
-                self.summary["checksum"] = self.checksum or ckpt.parameter_checksum(self.model)  # of the final weights
-            return self.summary
+            # SIGTERM (a scheduler's preemption): the step in progress finishes, a checkpoint at that step, one resume line
+            with signal_flag(signal.SIGTERM) as self.terminated:
+                return self.run_all()
         finally:
             if self.writer is not None:
                 self.writer.wait(raise_error=False)  # an interrupted run still finishes the checkpoint it was writing
             teardown(self.ctx)
+
+    def run_all(self) -> dict:
+        self.set_up()
+        self.call("before_train")
+        for epoch in range(self.start_epoch, self.epochs):
+            self.call("before_epoch", epoch)
+            self.run_epoch(epoch)
+            self.call("after_epoch", epoch)
+            self.summary = {**self.row, "epochs_run": self.summary["epochs_run"] + 1}
+        self.call("after_train")
+        _close_loader(self.loader)
+        if self.summary["epochs_run"]:
+            self.summary["checksum"] = self.checksum or ckpt.parameter_checksum(self.model)  # of the final weights
+        return self.summary
 
     # -- before the first step -------------------------------------------------------------------------------
     def set_up(self):
@@ -201,6 +208,7 @@ class Trainer:
         self.config, self.out, self.store = self.run.config, self.run.out, self.run.store
         self.build()
         self.start_epoch, state = restore(self.run, self.model, self.optimizer, self.scheduler, self.side_optimizers, self.ctx)
+        self.resumed = state if state and state.get("step") is not None else None  # a checkpoint from inside an epoch (SIGTERM)
         self.open_run(state)
         self.wrap()
         self.build_data()
@@ -211,6 +219,8 @@ class Trainer:
         self.summary, self.checksum, self.stream = {"epochs_run": 0}, None, None
         strategy_hooks = STRATEGY.optional_member(self.strategy, "hooks")(self)
         self.register_hooks(build_hooks(self.config, self.timings) + list(strategy_hooks) + self.extra_hooks)
+        for key, hook_state in ((state or {}).get("hooks") or {}).items():  # hooks that keep state (hook_states)
+            self.hooks[int(key.split(":")[0])].load_state_dict(hook_state)
 
     def build(self):
         """The model (backbone + the strategy's heads, drawn from the run's seed) on the device, its optimisers
@@ -275,15 +285,33 @@ class Trainer:
         self.augment_settings = {**BOT_AUGMENT, **(config.get("augment") or {})}
         kernel = run_kernel(config)  # a run resumed from before the `resize` setting keeps OpenCV's bilinear
         if run.pieces is not None:
-            dataset = ClipDataset(run.store, run.items, run.pieces, run.clip_len, int(config["clip_stride"]), config["height"],
+            self.dataset = ClipDataset(run.store, run.items, run.pieces, run.clip_len, int(config["clip_stride"]), config["height"],
                                   config["width"], augment_settings=self.augment_settings, kernel=kernel)
         else:
-            dataset = TrainDataset(run.store, run.items, config["height"], config["width"],
-                                   augment_settings=self.augment_settings, kernel=kernel)
-        workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
+            self.dataset = TrainDataset(run.store, run.items, config["height"], config["width"],
+                                        augment_settings=self.augment_settings, kernel=kernel)
+        self.workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
         self.epochs = int(config["epochs"])
-        self.run_batches = RunBatches(self.sampler, self.start_epoch, self.epochs, self.max_steps or config.get("max_steps_per_epoch"))
-        self.loader = make_loader(dataset, self.run_batches, workers, ctx.device)
+        self.open_loader(self.start_epoch, self.resumed_steps(self.start_epoch))
+
+    def resumed_steps(self, epoch: int) -> int:
+        """Steps of ``epoch`` already trained by the checkpoint this run resumed from (0 unless it stopped inside it)."""
+        return int(self.resumed["step"]) if self.resumed and epoch == self.start_epoch else 0
+
+    def open_loader(self, epoch: int, skip: int = 0):
+        """The loader of every batch from ``epoch``'s step ``skip`` on (RunBatches); the next step draws from a fresh iterator."""
+        self.run_batches = RunBatches(self.sampler, epoch, self.epochs, self.max_steps or self.config.get("max_steps_per_epoch"), skip)
+        self.loader = make_loader(self.dataset, self.run_batches, self.workers, self.ctx.device)
+        self.stream = None
+
+    def restart_data(self, epoch: int):
+        """For a hook that changes the training items' labels before epoch ``epoch`` (a clustering strategy's pseudo
+        labels): batches already drawn or prefetched with the old labels are dropped, the sampler plans again and new
+        workers read the items as they are now. Call it from ``before_epoch(epoch)``."""
+        if self.stream is not None:
+            _close_loader(self.loader)
+        self.sampler.forget()
+        self.open_loader(epoch, self.resumed_steps(epoch))
 
     def register_hooks(self, hooks):
         """The run's hooks, in the order they are called; each gets ``hook.trainer``."""
@@ -306,14 +334,18 @@ class Trainer:
         self.model.train()
         self.meter = LossMeter(self.ctx.device, self.every)
         stats = self.stats = EpochStats(epoch, time.perf_counter())
+        if self.resumed_steps(epoch):  # the epoch's counters as the SIGTERM checkpoint left them: the row is the same
+            stats.steps, stats.images = self.resumed_steps(epoch), int(self.resumed["images"])
+            self.meter.load_state(self.resumed["meter"])
         planned = self.run_batches.steps(epoch)
         if planned == 0:
             raise ReidkitError("an epoch produced no batch: the train split has fewer persons or images than one batch needs")
         self.stream = self.stream or iter(self.loader)
         bar_images = planned * self.sampler.rows_per_batch(epoch)
         with progress_bar(bar_images if self.progress and self.ctx.main else 0, f"epoch {epoch + 1}/{self.epochs}", "img") as update:
+            update(advance=stats.steps * self.sampler.rows_per_batch(epoch))
             tick = time.perf_counter()
-            for _ in range(planned):
+            for _ in range(planned - stats.steps):
                 batch = next(self.stream)
                 waited = time.perf_counter() - tick
                 stats.wait += waited
@@ -324,6 +356,8 @@ class Trainer:
                     hook.after_step()
                 status = self.read_status(epoch)
                 update(advance=rows, **({"status": status} if status is not None else {}))
+                if self.stop_requested():
+                    self.stop_at_step(epoch)
                 tick = time.perf_counter()
         self.row = self.epoch_row(epoch)
 
@@ -347,6 +381,38 @@ class Trainer:
         self.scaler.update()
         stats.images += valid_rows
         stats.steps += 1
+
+    def stop_requested(self) -> bool:
+        """SIGTERM came. One process: after any step. Several: every rank must stop at the same step, so they agree
+        (one all-reduce) every ``log_every_steps`` steps, where they already sync."""
+        if self.ctx.world == 1:
+            return self.terminated.is_set()
+        if self.stats.steps % self.every:
+            return False
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if self.terminated.is_set() else 0.0], device=self.ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def stop_at_step(self, epoch: int):
+        """A checkpoint at this step (rank 0, published whole, written before returning), then the one resume line."""
+        stats = self.stats
+        checkpointer = next(h for h in self.hooks if isinstance(h, Checkpointer))
+        if self.ctx.main:
+            checkpointer.save(epoch, step=stats.steps,
+                              more={"images": stats.images, "meter": self.meter.state(epoch)})
+        self.writer.wait()
+        barrier(self.ctx)
+        folder = self.out / ckpt.CHECKPOINTS / ckpt.folder_name(epoch - 1, stats.steps)
+        raise Preempted(f"stopped by SIGTERM at epoch {epoch + 1}, step {stats.steps}; checkpoint {folder} written. "
+                        f"Continue with: reidkit train {self.config['store']} --out {self.out} --resume")
+
+    def hook_states(self) -> dict:
+        """What hooks with state (a ``state_dict()`` that returns a dict) keep in a checkpoint, by position."""
+        states = {f"{i}:{type(h).__name__}": h.state_dict() for i, h in enumerate(self.hooks)}
+        return {k: v for k, v in states.items() if v is not None}
 
     def read_status(self, epoch: int) -> str | None:
         """Every ``log_every_steps`` steps, one host sync: the running loss means for the bar (and the non-finite check)."""
