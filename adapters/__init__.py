@@ -20,6 +20,8 @@ BUILTIN_ADAPTERS = {
     "ccvid": ("ccvid", "CCVID"),
     "deepchange": ("deepchange", "DeepChange"),
     "celebreid": ("celebreid", "CelebReID"),
+    "folder": ("folder", "CustomFolder"),  # your own data: split folders of person folders or Market-style names
+    "list": ("listfile", "CustomList"),  # your own data: a CSV/TSV list (path, pid, camera, outfit, split, tracklet)
 }
 
 

@@ -189,7 +189,7 @@ def test_every_benchmark_adapter_declares_its_distributed_folder():
 
     plugins = get_plugins()
     builtin = [n for n in plugins.names("adapters") if plugins.get("adapters", n).__module__.startswith("reidkit.adapters.")]
-    assert set(builtin) == set(BUILDERS) | {"synthetic"}
+    assert set(builtin) == set(BUILDERS) | {"synthetic", "folder", "list"}  # folder, list: a user's own data (custom.md)
     for name in BUILDERS:
         cls = plugins.get("adapters", name)
         assert cls.folder_names and cls.store_name == f"{name}.h5", name
