@@ -59,7 +59,7 @@ def dlcr_setup(args, tmp: Path):
                 "steps": args.steps, "dtype": args.dtype}
     gen = DlcrGenerator(settings, args.device)
     if args.full_size:
-        from reidkit.generation.devices import torch_dtype
+        from reidkit.devices import torch_dtype
 
         gen.pipe = full_size_pipeline(tmp, args.device, torch_dtype(args.dtype, args.device))
         gen.device = args.device

@@ -148,7 +148,7 @@ def main():
 
     if args.device != "cpu":
         from reidkit.errors import ReidkitError
-        from reidkit.generation.devices import check_device
+        from reidkit.devices import check_device
 
         try:
             check_device(args.device)

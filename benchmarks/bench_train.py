@@ -141,13 +141,14 @@ def measure_epochs(args, config, store_path, directory: Path, step_s: float, pip
     ``fixed_s``: what the epoch spends outside its steps in the training thread (first batch's wait, evaluation,
     checkpoint copy); ``overhead_s``: epoch wall time minus ``steps`` x the pipeline-fed step time of (a), so it
     also counts what slows the steps down (the background checkpoint writer, the epoch's end read-back)."""
+    from reidkit.evaluation.during_training import TestSetEvaluator
     from reidkit.training.engine import train
 
     run_config = {**config, "epochs": args.epochs, "eval_every": args.eval_every, "warmup_epochs": 0, "milestones": [],
                   "num_workers": args.workers, "backbone": {**config["backbone"], "weights": None}}
     timings = []
     out = Path(tempfile.mkdtemp(prefix="run-", dir=directory))
-    train(store_path, run_config, out, progress=False, max_steps=args.steps, timings=timings)
+    train(store_path, run_config, out, progress=False, max_steps=args.steps, timings=timings, evaluator=TestSetEvaluator())
     rows = []
     for t in timings:
         pure = t["steps"] * step_s

@@ -25,7 +25,7 @@ from reidkit.errors import PluginError
 
 TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
               dict: "a mapping (key: value)"}
-# what reidkit.generation.devices.torch_dtype accepts, for plugins' dtype settings
+# what reidkit.devices.torch_dtype accepts, for plugins' dtype settings
 DTYPES = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
 SHORT_TYPE = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 

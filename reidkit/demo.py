@@ -62,13 +62,14 @@ def train_config(plugin: str, s: dict, seed: int, generated=None, base="baseline
 
 def train_or_resume(store_path, config, out: Path):
     from reidkit.training.checkpoint import latest_checkpoint, read_config
+    from reidkit.evaluation.during_training import TestSetEvaluator
     from reidkit.training.engine import train
 
     if latest_checkpoint(out) is not None:
         if read_config(out).get("epochs") == config["epochs"] and _epochs_done(out) >= config["epochs"]:
             return
-        return train(store_path, config, out, resume=True)
-    return train(store_path, config, out)
+        return train(store_path, config, out, resume=True, evaluator=TestSetEvaluator())
+    return train(store_path, config, out, evaluator=TestSetEvaluator())
 
 
 def _epochs_done(out: Path) -> int:

@@ -37,21 +37,31 @@ def config_path() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def load() -> dict:
-    """All sections of ``$REIDKIT_CONFIG`` ({} when it is not set)."""
+def read_settings_file(path, where: str, expected: str = "a mapping of settings (key: value)") -> dict:
+    """The mapping a YAML settings file holds: the one reader of ``--config`` (expand, train) and ``$REIDKIT_CONFIG``.
+    A missing file, bad YAML or another type is one line starting with ``where`` (the option and file)."""
     import yaml
 
+    path = Path(path)
+    if not path.is_file():
+        raise ReidkitError(f"{where}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ReidkitError(f"{where}: cannot read it as YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ReidkitError(f"{where}: expected {expected}, got {type(data).__name__}")
+    return data
+
+
+def load() -> dict:
+    """All sections of ``$REIDKIT_CONFIG`` ({} when it is not set)."""
     path = config_path()
     if path is None:
         return {}
     if not path.is_file():
         raise ReidkitError(f"${ENV} names {path}, which does not exist (unset it, or point it at a YAML file)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ReidkitError(f"${ENV} {path}: cannot read it as YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ReidkitError(f"${ENV} {path}: expected sections ({', '.join(SECTIONS)}) mapping to settings, got {type(data).__name__}")
+    data = read_settings_file(path, f"${ENV} {path}", f"sections ({', '.join(SECTIONS)}) mapping to settings")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ReidkitError(f"${ENV} {path}: unknown sections {unknown} (known: {', '.join(SECTIONS)})")

@@ -94,6 +94,7 @@ def test_person_folders_any_names_sorted_pids_and_own_cameras(tmp_path):
         "train": (3, 7, 7, 0), "query": (2, 2, 2, 0), "gallery": (3, 5, 5, 0)}
     assert [p["name"] for p in info["protocols"]] == ["standard"]
     assert "every image is its own camera" in info["protocols"][0]["description"]
+    assert "each image is its own camera" in run_console("info", out).stdout  # the plain summary says it too
     assert info["settings"]["split"] == "given" and info["settings"]["layout"] == {"train": "person folders", "query": "person folders", "gallery": "person folders"}
     # --root names the same folder as the positional ROOT
     adapt("folder", "--root", root, "--out", tmp_path / "t.h5")

@@ -13,7 +13,7 @@ from tests.train_helpers import make_store, tiny_config
 
 from reidkit import open_store
 from reidkit.errors import ReidkitError
-from reidkit.training.engine import train
+from tests.train_helpers import train
 
 SELECT = dict(eval_every=1, epochs=4)
 
@@ -271,7 +271,7 @@ def test_ties_go_to_the_earliest_and_a_best_between_checkpoints_rides_in_the_nex
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    best = BestEpoch(tmp_path, {"eval_every": 1}, store, main=True)
+    best = BestEpoch(tmp_path, {"eval_every": 1}, store, main=True, evaluated=["standard", "cc", "sc"])
     assert best.protocol == "cc"
     weights = {}
     for epoch, rank1 in enumerate([0.0, 0.5, 0.5, 0.25]):  # the first evaluation is a best even at 0 (CAL: -inf)
@@ -294,9 +294,14 @@ def test_ties_go_to_the_earliest_and_a_best_between_checkpoints_rides_in_the_nex
 
 
 def test_select_protocol_setting(world, tmp_path):
-    from reidkit.training.selection import selection_protocol
+    from reidkit.evaluation.during_training import TestSetEvaluator
+    from reidkit.training.selection import selection_protocol as chosen
 
     store = open_store(world)
+
+    def selection_protocol(store, config):  # the protocols the trainer's evaluator evaluates, then the choice among them
+        return chosen(TestSetEvaluator().protocols(store, config), config, store.path)
+
     assert selection_protocol(store, {}) == "cc"
     assert selection_protocol(store, {"eval_protocols": ["standard", "sc"]}) == "standard"
     assert selection_protocol(store, {"eval_protocols": ["sc"]}) == "sc"

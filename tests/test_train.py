@@ -11,7 +11,7 @@ from reidkit import open_store
 from reidkit.errors import ReidkitError
 from reidkit.training.data import GENERATED, REAL, build_items, variant_pool_size
 from reidkit.training.samplers import IdentityBatchSampler
-from reidkit.training.engine import train
+from tests.train_helpers import train
 from reidkit.training.losses import batch_hard_triplet, clothes_adversarial, label_smoothed_ce
 
 

@@ -49,3 +49,12 @@ def tiny_config(plugin="baseline", **settings):
     config = resolve_config(plugin, {}, {**TINY, "epochs": 1, **settings})
     config["backbone"] = {**config["backbone"], "model": "resnet18", "last_stride": 1, "weights": None}  # random init: no hub
     return config
+
+
+def train(store_path, config, out, **kwargs):
+    """``reidkit.training.engine.train`` with the evaluator the train command hands it (``eval_every``)."""
+    from reidkit.evaluation.during_training import TestSetEvaluator
+    from reidkit.training.engine import train as engine_train
+
+    kwargs.setdefault("evaluator", TestSetEvaluator())
+    return engine_train(store_path, config, out, **kwargs)

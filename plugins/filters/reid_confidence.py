@@ -59,7 +59,7 @@ class ReidConfidenceFilter:
             return self.model
         if not self.settings["checkpoint"]:
             raise ReidkitError("filter 'reid-confidence' needs a model: --filter reid-confidence:checkpoint=TRAIN_OUTPUT_DIR")
-        from reidkit.generation.devices import torch_device
+        from reidkit.devices import torch_device
         from reidkit.evaluation.inference import load_reid_model
 
         self.model = load_reid_model(self.settings["checkpoint"], torch_device(self.device))

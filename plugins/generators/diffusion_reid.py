@@ -128,7 +128,7 @@ class DiffusionReidGenerator:
 
     def __init__(self, settings: dict, device: str):
         from reidkit.errors import PluginError
-        from reidkit.generation.devices import torch_device
+        from reidkit.devices import torch_device
 
         self.settings = s = {**self.defaults, **settings}
         self.device = torch_device(device)
@@ -227,7 +227,7 @@ class DiffusionReidGenerator:
 
     # -- diffusion ---------------------------------------------------------------------------------------
     def _dtype(self):
-        from reidkit.generation.devices import torch_dtype
+        from reidkit.devices import torch_dtype
 
         return torch_dtype(self.settings["dtype"], self.device)
 

@@ -109,7 +109,7 @@ class DlcrGenerator:
             return self.pipe
         from diffusers import StableDiffusionInpaintPipeline
 
-        from reidkit.generation.devices import torch_device, torch_dtype
+        from reidkit.devices import torch_device, torch_dtype
 
         from .sd_loading import (
             apply_speed_settings,

@@ -149,7 +149,7 @@ def _vae_and_alphas(model: str, device: str, dtype_name: str):
 
     from diffusers import AutoencoderKL, DDIMScheduler
 
-    from reidkit.generation.devices import torch_dtype
+    from reidkit.devices import torch_dtype
 
     dtype = torch_dtype(dtype_name, device)
     try:
@@ -305,7 +305,7 @@ def _latest_checkpoint(out: Path):
 def train_discriminator(store_path, run_name: str, out, *, settings: dict | None = None, device: str | None = "auto",
                         show_progress: bool = True) -> dict:
     """Train (or resume training) a latent discriminator into ``out``; return a summary (the last log row and counts)."""
-    from reidkit.generation.devices import check_device, torch_device
+    from reidkit.devices import check_device, torch_device
     from reidkit.plugins.generators.dlcr import DlcrGenerator
     from reidkit.store import open_store
 

@@ -77,7 +77,7 @@ class ParserMasker:
             return
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-        from reidkit.generation.devices import torch_device, torch_dtype
+        from reidkit.devices import torch_device, torch_dtype
 
         self.device = torch_device(self.device)
         try:

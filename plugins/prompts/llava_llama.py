@@ -114,7 +114,7 @@ class LlavaLlamaPrompts:
 
     # -- models -----------------------------------------------------------------
     def _dtype(self):
-        from reidkit.generation.devices import torch_device, torch_dtype
+        from reidkit.devices import torch_device, torch_dtype
 
         self.device = torch_device(self.device)
         return torch_dtype(self.s["dtype"], self.device)

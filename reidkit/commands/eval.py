@@ -172,7 +172,7 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
 
     opened = open_store(store)
     if device != "cpu":
-        from reidkit.generation.devices import check_device
+        from reidkit.devices import check_device
 
         check_device(device)  # before any model is loaded on it
     if (save_features or refine_run or flip is not None or select != "last") and checkpoint is None:

@@ -8,20 +8,23 @@ import click
 from reidkit.errors import ReidkitError
 
 # YAML config keys -> run_expand arguments (flags given on the command line win)
-CONFIG_KEYS = ("generator", "prompts", "masker", "variants", "seed", "name", "split", "batch_size", "chunk_size",
+CONFIG_KEYS = ("generator", "prompts", "masker", "variants", "seed", "name", "split", "group_size", "batch_size", "chunk_size",
                "shard", "filters", "generator_settings", "prompt_settings", "masker_settings", "device", "limit")
 
 
-def load_config(path: Path) -> dict:
-    import yaml
+def group_size_as_batch_size(settings: dict) -> dict:
+    """``group_size`` (the name of what it sets: part.json's group_size) as run_expand's ``batch_size`` (its old name)."""
+    settings = dict(settings)
+    if "group_size" in settings:
+        settings["batch_size"] = settings.pop("group_size")
+    return settings
 
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ReidkitError(f"--config {path}: cannot read it as YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ReidkitError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+
+def load_config(path: Path) -> dict:
+    from reidkit.user_config import read_settings_file
+
+    data = read_settings_file(path, f"--config {path}")
+    data = group_size_as_batch_size({k.replace("-", "_"): v for k, v in data.items()})
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise ReidkitError(f"--config {path}: unknown keys {unknown} (known: {', '.join(CONFIG_KEYS)})")
@@ -86,9 +89,10 @@ def _with_user_plugin_settings(settings: dict, per_plugin: dict) -> dict:
 @click.option("--seed", type=int, help="Run seed: every item's seed and target outfit derive from it. [default: 0]")
 @click.option("--name", help="Run name. [default: GENERATOR-SPLIT-kK-sSEED]")
 @click.option("--split", help="Split to expand: train, or query for test-time refinement. [default: train]")
-@click.option("--batch-size", type=click.IntRange(1),
-              help="Images per generator call: the run's items in fixed groups of this size, recorded with the run, so "
-                   "shards and resumed runs give the same bytes. [default: the run's own, else 8]")
+@click.option("--group-size", "--batch-size", "batch_size", type=click.IntRange(1),
+              help="Items per generator call: the run's items in fixed groups of this size, recorded with the run "
+                   "(group_size), so shards and resumed runs give the same bytes; --batch-size is its old name. "
+                   "[default: the run's own, else 8]")
 @click.option("--chunk-size", type=click.IntRange(1), help="Items per published chunk (the resume granularity). [default: 64]")
 @click.option("--shard", help="Make only the I-th of N disjoint parts (I/N). Default: the launcher's RANK/WORLD_SIZE, else all.")
 @click.option("--filter", "filters", multiple=True, help="Filter NAME[:key=value,...] (repeatable), e.g. sanity, reid-confidence:tau=0.5.")
@@ -129,6 +133,7 @@ def expand(store, generator, prompts, masker, variants, seed, name, split, batch
     settings = {"generator": "recolor", "variants": 10, "seed": 0, "split": "train", "batch_size": None, "chunk_size": 64,
                 "device": "auto"}
     user, user_per_plugin = split_per_plugin(user_settings("expand", CONFIG_KEYS))
+    user = group_size_as_batch_size(user)
     if user:
         from reidkit.generation.engine import check_run_settings
         from reidkit.user_config import config_path

@@ -21,6 +21,9 @@ def print_summary(store, summary=None):
     for name, row in s["splits"].items():
         table.add_row(name, *(f"{row[k]:,}" for k in ("ids", "images", "cameras", "outfits", "junk", "distractors")))
     console.print(table)
+    if all(row["cameras"] == row["images"] for row in s["splits"].values() if row["images"]):
+        # LaST's convention, and a custom dataset without cameras: cross-camera rules then exclude only the image itself
+        console.print("cameras: each image is its own camera (the dataset gives none)")
     if s["protocols"]:
         proto = Table(title="evaluation protocols")
         for col in ("name", "query", "gallery", "rule", "cameras (q / g)", "gallery", "unit"):

@@ -29,7 +29,7 @@ def report(runs, out, store_path, evaluate, device, sheet_rows, title, as_json):
     from reidkit.store.atomic import atomic_output
 
     if device != "cpu":
-        from reidkit.generation.devices import check_device
+        from reidkit.devices import check_device
 
         check_device(device)
     out = out or (runs[0] / "report.html" if len(runs) == 1 else Path("report.html"))

@@ -89,6 +89,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     from pathlib import Path
 
     from reidkit.training.config import backbone_settings, read_config_file, resolve_config
+    from reidkit.evaluation.during_training import TestSetEvaluator
     from reidkit.training.engine import train as run_training
 
     pk = parse_batch(batch)
@@ -140,7 +141,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     from reidkit.store.lock import one_writer_per_run_folder
 
     with one_writer_per_run_folder(out), disk_full_names(out):  # one trainer per run folder; a full disk: one line
-        summary = run_training(store, config, out, resume=resume)
+        summary = run_training(store, config, out, resume=resume, evaluator=TestSetEvaluator())
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports for everyone
     if as_json:  # the last epoch's log.csv row, plus where the run is

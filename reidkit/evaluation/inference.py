@@ -107,13 +107,13 @@ def load_reid_model(checkpoint_dir, device="cpu", flip=None, select="last") -> R
     ``flip``: test-time flip (default: the run's ``test_flip``); ``select``: ``last`` (the last saved epoch) or
     ``best`` (``best/``: the best epoch on the test set, kept with ``--eval-every``)."""
     from reidkit.training.checkpoint import load_into, load_weights, read_config
-    from reidkit.training.distributed import pick_device
+    from reidkit.devices import torch_device
     from reidkit.training.model import build_model
 
     checkpoint_dir = Path(checkpoint_dir)
     config = read_config(checkpoint_dir)
     data = config["data"]
-    device = pick_device(device)
+    device = torch_device(device)
     weights_dir = checkpoint_dir
     if select == "best":
         from reidkit.errors import ReidkitError

@@ -25,7 +25,7 @@ from reidkit.generation.contracts import (
     parse_plugin_spec,
     resolve_settings,
 )
-from reidkit.generation.devices import check_device
+from reidkit.devices import check_device
 from reidkit.generation.masking import ensure_masks, mask_set_name, masker_plugin
 from reidkit.generation.parts import open_part, settings_name
 from reidkit.generation.planning import Planner, make_item, make_planner, plan_items  # noqa: F401 (make_item: a public name here)

@@ -73,7 +73,7 @@ def recipes() -> dict:
 
 def read_config_file(path) -> dict:
     """A YAML file of settings, or a recipe a strategy ships, by name (``cal-video``)."""
-    import yaml
+    from reidkit.user_config import read_settings_file
 
     path = Path(path)
     if not path.is_file() and path.suffix == "" and len(path.parts) == 1:
@@ -81,16 +81,8 @@ def read_config_file(path) -> dict:
         if str(path) in known:
             path = known[str(path)]
         else:
-            raise ReidkitError(f"config file {path} does not exist (and is not a recipe: {', '.join(sorted(known)) or 'none'})")
-    if not path.is_file():
-        raise ReidkitError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ReidkitError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ReidkitError(f"{path} must hold a mapping of settings (key: value), not {type(data).__name__}")
-    return data
+            raise ReidkitError(f"--config {path}: no such file, and not a recipe ({', '.join(sorted(known)) or 'none'})")
+    return read_settings_file(path, f"--config {path}")
 
 
 def resolve_config(plugin: str | None, file_settings: dict | None = None, overrides: dict | None = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from reidkit.devices import torch_device
+
 
 @dataclass
 class Context:
@@ -17,25 +19,12 @@ class Context:
         return self.rank == 0
 
 
-def pick_device(requested: str, local_rank: int = 0) -> str:
-    import torch
-
-    from reidkit.generation.devices import check_device
-
-    if requested in (None, "auto"):
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    check_device(requested)  # one rule for every command: unknown names, no GPU, an index past the last
-    if requested == "cuda":
-        return f"cuda:{local_rank}"
-    return requested
-
-
 def setup(requested_device: str) -> Context:
     """One process: nothing to set up. Several: join the group (gloo on CPU, nccl on GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(requested_device, local_rank)
+    device = torch_device(requested_device, local_rank)  # the one rule of every command (reidkit.devices)
     if world > 1:
         import torch
         import torch.distributed as dist

@@ -15,16 +15,19 @@ here stay importable here.
 """
 from __future__ import annotations
 
-from reidkit.training.hooks import EpochLog, evaluate_during_training, log_metrics
+from reidkit.training.hooks import EpochLog, log_metrics
 from reidkit.training.step import (LossMeter, _amp_dtype, _close_loader, _cuda_setup, _fused_adam,
                                    _step_side_optimizers, device_batch, make_loader)
 from reidkit.training.trainer import Trainer
 
-__all__ = ["train", "Trainer", "make_loader", "device_batch", "LossMeter", "EpochLog", "evaluate_during_training",
+__all__ = ["train", "Trainer", "make_loader", "device_batch", "LossMeter", "EpochLog",
            "log_metrics", "_amp_dtype", "_cuda_setup", "_fused_adam", "_close_loader", "_step_side_optimizers"]
 
 
-def train(store_path, config: dict, out, resume=False, progress=True, max_steps=None, timings: list | None = None) -> dict:
+def train(store_path, config: dict, out, resume=False, progress=True, max_steps=None, timings: list | None = None,
+          evaluator=None) -> dict:
     """Train a model as ``config`` says into ``out``; returns a summary. ``max_steps`` caps each epoch (tests, benchmarks);
-    ``timings``: a list that gets one dict of seconds per epoch (loop, data wait, first batch, eval, checkpoint, whole)."""
-    return Trainer(store_path, config, out, resume=resume, progress=progress, max_steps=max_steps, timings=timings).train()
+    ``timings``: a list that gets one dict of seconds per epoch (loop, data wait, first batch, eval, checkpoint, whole).
+    ``evaluator``: what ``eval_every`` calls (``reidkit.evaluation.during_training.TestSetEvaluator()``; needed only then)."""
+    return Trainer(store_path, config, out, resume=resume, progress=progress, max_steps=max_steps, timings=timings,
+                   evaluator=evaluator).train()

@@ -76,14 +76,16 @@ class RankChecksums(Hook):
 
 class InTrainingEval(Hook):
     """``eval_every``: every protocol's rank-1 and mAP into the epoch's row, and the best epoch so far
-    (``trainer.best``, reidkit.training.selection) updated; every rank extracts its share of the test images."""
+    (``trainer.best``, reidkit.training.selection) updated. The evaluation itself is the trainer's ``evaluator``
+    (given by the command that starts the run: reidkit.evaluation.during_training.TestSetEvaluator), so training
+    never imports evaluation."""
 
     def after_epoch(self, epoch: int):
         t = self.trainer
         t.stats.eval_started = time.perf_counter()
         every = t.config["eval_every"]
         if every and ((epoch + 1) % int(every) == 0 or epoch + 1 == t.epochs):
-            results = evaluate_during_training(t.model, t.store, t.config, t.ctx.device)
+            results = t.evaluator(t.model, t.store, t.config, t.ctx.device)
             if t.ctx.main:
                 t.row.update(log_metrics(results))
                 t.best.update(epoch, results, t.model)
@@ -221,26 +223,6 @@ def _write_rank_checksum(out: Path, ctx, epoch: int, checksum: str):
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[str(epoch + 1)] = checksum
     ckpt.atomic.write_json_atomic(path, data)
-
-
-def evaluate_during_training(model, store, config, device) -> dict:
-    """Every protocol's results with the current weights, test features flipped as the run's ``test_flip`` says
-    (rank 0; {} on other ranks)."""
-    from reidkit.evaluation.inference import ReidModelRunner
-    import torch
-
-    from reidkit.evaluation.runner import evaluate_runner
-
-    rng = torch.get_rng_state()  # evaluating must not move training's random stream (exact resume)
-    model.eval()
-    try:
-        runner = ReidModelRunner(model, config, device)
-        workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
-        return evaluate_runner(runner, store, protocols=config.get("eval_protocols"), batch_size=config["eval_batch_size"],
-                               num_workers=workers)  # decoding in workers, like training's loader
-    finally:
-        model.train()
-        torch.set_rng_state(rng)
 
 
 def log_metrics(results: dict) -> dict:

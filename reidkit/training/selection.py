@@ -33,16 +33,14 @@ NOTE = ("best epoch chosen on the test set (as CAL and DLCR report it); choosing
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery")
 
 
-def selection_protocol(store, config) -> str:
-    """The protocol whose rank-1 picks the best epoch: ``select_protocol``, else ``cc`` where evaluated (CAL's
-    ``test()`` returns the clothes-changing rank-1 for LTCC and PRCC), else ``standard``, else the first evaluated."""
-    from reidkit.evaluation.protocols import select_protocols
-
-    evaluated = [p.name for p in select_protocols(store, config.get("eval_protocols"))]
+def selection_protocol(evaluated: list[str], config: dict, store_path) -> str:
+    """The protocol whose rank-1 picks the best epoch among those ``evaluated`` during training: ``select_protocol``,
+    else ``cc`` where evaluated (CAL's ``test()`` returns the clothes-changing rank-1 for LTCC and PRCC), else
+    ``standard``, else the first evaluated."""
     chosen = config.get("select_protocol")
     if chosen is not None:
         if not isinstance(chosen, str) or chosen not in evaluated:
-            where = "evaluated during training (eval_protocols)" if config.get("eval_protocols") else f"defined by store {store.path}"
+            where = "evaluated during training (eval_protocols)" if config.get("eval_protocols") else f"defined by store {store_path}"
             raise ReidkitError(f"setting 'select_protocol': {chosen!r} is not a protocol {where} (choose one of: {', '.join(evaluated)})")
         return chosen
     return next((name for name in ("cc", "standard") if name in evaluated), evaluated[0])
@@ -113,9 +111,10 @@ def write_selection(run_dir, selection: dict):
 class BestEpoch:
     """The best epoch so far during training (rank 0 keeps and writes it; other ranks only carry the protocol)."""
 
-    def __init__(self, out, config: dict, store, main: bool, restored: dict | None = None, checkpoint=None):
+    def __init__(self, out, config: dict, store, main: bool, restored: dict | None = None, checkpoint=None,
+                 evaluated: list[str] = ()):
         self.out, self.main = Path(out), main
-        self.protocol = selection_protocol(store, config) if config.get("eval_every") else None
+        self.protocol = selection_protocol(list(evaluated), config, store.path) if config.get("eval_every") else None
         self.record = (restored or {}).get("record")  # {"epoch": 1-based, "protocol", "rank1", "metrics"}
         self.last = (restored or {}).get("last")
         self.pending = None  # CPU weights of a best epoch not yet handed to a checkpoint

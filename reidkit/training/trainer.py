@@ -166,8 +166,10 @@ class Trainer:
     ``reidkit.training.hooks.Hook`` objects, called after the built-in ones and the strategy's."""
 
     def __init__(self, store_path, config: dict, out, resume=False, progress=True, max_steps=None,
-                 timings: list | None = None, hooks=()):
+                 timings: list | None = None, hooks=(), evaluator=None):
         self.store_path, self.config, self.out = store_path, config, out
+        # eval_every: evaluator(model, store, config, device) -> results and evaluator.protocols(store, config) -> names
+        self.evaluator = evaluator
         self.resume, self.progress, self.max_steps, self.timings = resume, progress, max_steps, timings
         self.extra_hooks = list(hooks)
         self.hooks, self.step_hooks = [], []
@@ -247,8 +249,11 @@ class Trainer:
         """The best epoch so far (restored with the checkpoint), config.yaml and, on a fresh start, the schedule's
         warnings (rank 0); then every rank waits for rank 0."""
         # the best epoch on the test set so far (eval_every): restored from the checkpoint a resume starts from
+        if self.config.get("eval_every") and self.evaluator is None:
+            raise ReidkitError("eval_every needs an evaluator: train(..., evaluator=reidkit.evaluation.during_training.TestSetEvaluator())")
+        evaluated = self.evaluator.protocols(self.store, self.config) if self.config.get("eval_every") else []
         self.best = BestEpoch(self.out, self.config, self.store, self.ctx.main,
-                              state.get("selection") if self.start_epoch else None, self.run.checkpoint)
+                              state.get("selection") if self.start_epoch else None, self.run.checkpoint, evaluated)
         if self.ctx.main:
             ckpt.write_config(self.out, self.config)
             if self.start_epoch == 0:
