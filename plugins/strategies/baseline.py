@@ -1,7 +1,7 @@
 """``baseline``: the BoT strong baseline (Luo et al. 2019): label-smoothed CE + batch-hard triplet, BNNeck, warm-up, Adam."""
 from __future__ import annotations
 
-from reidkit.plugins.strategies.schedule import warmup_step_factor
+from reidkit.plugins.strategies.schedule import schedule_warnings, warmup_step_factor
 from reidkit.plugins.strategies.settings import spec_for
 from reidkit.training.data import BOT_AUGMENT
 
@@ -23,6 +23,9 @@ class BaselineStrategy:
                      "embedding_dim": 0, "bnneck": True},
     }
     settings_spec = spec_for(defaults)  # types, ranges and help (plugins/strategies/settings.py)
+    # settings naming an epoch: scaled by scale_schedule, checked against the run's length by schedule_warnings
+    epoch_settings = ("warmup_epochs", "milestones")
+    schedule_warnings = staticmethod(schedule_warnings)
 
     def __init__(self, settings: dict):
         self.settings = settings

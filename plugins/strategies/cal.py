@@ -34,6 +34,7 @@ class CalStrategy(BaselineStrategy):
         "augment": dict(CAL_AUGMENT),  # resize, 1/8 upscale + crop (p 0.5), flip, erasing (p 0.5)
     }
     settings_spec = spec_for(defaults)
+    epoch_settings = BaselineStrategy.epoch_settings + ("clothes_start_epoch", "adversarial_start_epoch")
     # recipes shipped with the strategy, by name for `reidkit train --config NAME`: CAL's video values (CCVID)
     recipes = {"cal-video": "recipes/cal-video.yaml"}
 

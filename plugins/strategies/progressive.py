@@ -23,6 +23,8 @@ class ProgressiveStrategy:
 
     defaults = {**CalStrategy.defaults, **PROGRESSIVE, **DLCR_BATCH}
     settings_spec = spec_for(defaults)
+    epoch_settings = CalStrategy.epoch_settings + ("progress_epochs",)  # a baseline base has no CAL keys: skipped
+    schedule_warnings = CalStrategy.schedule_warnings
     needs_generated = True
 
     def __init__(self, settings: dict):

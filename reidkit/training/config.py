@@ -4,10 +4,20 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from reidkit.contracts import CONTRACTS
 from reidkit.errors import ReidkitError
+from reidkit.training.data import BOT_AUGMENT
+
+STRATEGY = CONTRACTS["strategies"]
 
 # settings every strategy shares; the strategy's own defaults come on top
 COMMON = {
+    # the run a strategy trains unless its defaults say otherwise: BoT's on Market-1501 (the field's strong baseline),
+    # so a third-party strategy needs to declare only what it changes
+    "epochs": 120, "lr": 3.5e-4, "weight_decay": 5e-4, "ids_per_batch": 16, "images_per_id": 4, "height": 256, "width": 128,
+    "sampler": "bot", "augment": dict(BOT_AUGMENT), "test_flip": False,
+    "backbone": {"plugin": "timm", "model": "resnet50", "weights": "imagenet", "last_stride": 1, "pooling": "avg",
+                 "embedding_dim": 0, "bnneck": True},
     "seed": 0, "device": "auto",
     "amp": "none",  # float32, as CAL (TRAIN.AMP False) and BoT train; --amp bf16 is an opt-in deviation
     "num_workers": None,  # null: min(8, CPUs available / processes on this machine) (default_workers)
@@ -21,6 +31,7 @@ COMMON = {
     # with eval_every: the protocol whose rank-1 picks the best epoch kept in RUN/best (null: cc where evaluated, else standard)
     "select_protocol": None,
     "max_steps_per_epoch": None, "init_from": None,
+    "subset": None,  # ids=R or images=R: LUPerson's small-scale / few-shot training split (reidkit.training.subsets)
     "scale_schedule": False,  # true: every epoch-valued setting scaled by epochs / the strategy's default epochs
     # video training (docs/training.md "Video (CCVID)"): frames per clip (0: image training), CAL's stride and dense pieces
     "clip_len": 0, "clip_stride": 4, "clip_chunk": 64,
@@ -28,8 +39,6 @@ COMMON = {
     # T.Resize; pil-bicubic for CAL's video Scale; cv2-bilinear is what runs made before this setting used
     "resize": "pil-bilinear",
 }
-# settings that name an epoch (0-based) or a number of epochs; checked against the run's length
-EPOCH_SETTINGS = ("warmup_epochs", "milestones", "clothes_start_epoch", "adversarial_start_epoch", "progress_epochs")
 # written by the engine into config.yaml (facts about the run, not settings)
 DERIVED_KEYS = ("store", "store_fingerprint", "data", "versions", "world_size")
 # may change between a run and its --resume (the rest must match)
@@ -107,7 +116,9 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
         if unknown:
             raise ReidkitError(f"unknown setting(s) in {source}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         for key, value in settings.items():
-            if key in ("backbone", "augment") and isinstance(value, dict):  # nested settings: merge, do not replace
+            if key == "backbone" and isinstance(value, dict) and value.get("plugin", config[key].get("plugin")) != config[key].get("plugin"):
+                config[key] = dict(value)  # another backbone plugin: the defaults were the previous plugin's settings
+            elif key in ("backbone", "augment") and isinstance(value, dict):  # nested settings: merge, do not replace
                 config[key] = {**config.get(key, {}), **value}
             else:
                 config[key] = value
@@ -122,10 +133,14 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
         config["generated"] = [config["generated"]]
     config["generated"] = list(config["generated"])
     if config.get("scale_schedule"):
-        config.update(scaled_schedule(config, int(defaults.get("epochs", config["epochs"]))))
+        reference = int(defaults.get("epochs", COMMON["epochs"]))
+        config.update(scaled_schedule(config, reference, STRATEGY.optional_member(factory, "epoch_settings")))
     from reidkit.training.video import check_video_config
 
     check_video_config(config)  # clips with progressive or generated images: one line, before any run folder
+    from reidkit.training.subsets import parse_subset
+
+    parse_subset(config.get("subset"))  # ids=R / images=R, before any run folder
     if getattr(factory, "needs_generated", False) and not config["generated"]:
         raise ReidkitError(f"strategy '{name}' trains with generated images: name a run with --generated RUN (see 'reidkit expand')")
     return config
@@ -133,13 +148,25 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
 
 # command-line option of a setting, where it is not --KEY-WITH-DASHES
 OPTION_NAMES = {"max_steps_per_epoch": "--steps-per-epoch"}
-def _common_spec() -> dict:
+def common_spec() -> dict:
     """The declarations of the settings every strategy shares (COMMON); a strategy's own come from its class."""
     from reidkit.contracts import Setting
     from reidkit.training.resizing import KERNELS
+    from reidkit.training.samplers import KINDS
 
     count = lambda low, what, **kw: Setting(int, what, min=low, **kw)  # noqa: E731
     return {
+        "epochs": Setting(int, "training epochs", min=1),
+        "lr": Setting(float, "base learning rate (Adam)", min=0),
+        "weight_decay": Setting(float, "Adam weight decay", min=0),
+        "ids_per_batch": Setting(int, "P: persons per batch", min=2),
+        "images_per_id": Setting(int, "K: images per person in a batch", min=1),
+        "height": Setting(int, "input image height in pixels", min=8),
+        "width": Setting(int, "input image width in pixels", min=8),
+        "sampler": Setting(str, "identity sampler (docs/training.md)", choices=KINDS),
+        "augment": Setting(dict, "training augmentation (docs/training.md)"),
+        "test_flip": Setting(bool, "test features averaged with the mirrored image's (reidkit eval --flip/--no-flip overrides)"),
+        "backbone": Setting(dict, "backbone plugin and its settings (docs/training.md)"),
         "seed": count(0, "seed of initialisation, sampling and augmentation"),
         "device": Setting(str, "auto, cpu, cuda or cuda:N"),
         "amp": Setting(str, "mixed precision on GPU (none: float32)", choices=("auto", "none", "no", "bf16", "fp16")),
@@ -155,6 +182,7 @@ def _common_spec() -> dict:
         "select_protocol": Setting(str, "protocol whose rank-1 picks the best epoch (null: cc, else standard)", nullable=True),
         "max_steps_per_epoch": count(1, "cap on batches per epoch", nullable=True),
         "init_from": Setting(str, "a pre-trained backbone export", nullable=True),
+        "subset": Setting(str, "ids=R: a seeded share R of the training persons; images=R: of each person's images", nullable=True),
         "scale_schedule": Setting(bool, "scale the epoch-valued settings to epochs"),
         "clip_len": count(0, "frames per training clip (0: images)"),
         "clip_stride": count(1, "a clip takes every Nth frame"),
@@ -168,7 +196,7 @@ def run_spec(factory) -> dict:
     (``settings_spec``, else the type of its default: reidkit.contracts.settings_of)."""
     from reidkit.contracts import settings_of
 
-    return {**_common_spec(), **settings_of(factory)}
+    return {**common_spec(), **settings_of(factory)}
 
 
 def validate_config(config: dict, origin: dict | None = None, spec: dict | None = None) -> None:
@@ -195,24 +223,35 @@ def validate_config(config: dict, origin: dict | None = None, spec: dict | None 
 
 
 def check_backbone_keys(backbone: dict, source: str = "the settings") -> None:
-    """A backbone setting its plugin does not take is one line naming it (a typo is never silently dropped).
-    The plugin's settings are its factory's named parameters; a factory taking ``**kwargs`` accepts any."""
+    """A backbone setting its plugin does not take, or a value that does not fit it, is one line naming it (a typo
+    is never silently dropped). The plugin's settings are its factory's named parameters (a factory taking
+    ``**kwargs`` accepts any), declared in the factory's optional ``settings_spec`` or else typed by their defaults."""
     import inspect
 
+    from reidkit.contracts import inferred
     from reidkit.plugin_manager import get_plugins
 
     plugin = backbone.get("plugin", "timm")
     plugins = get_plugins()
     if plugin not in plugins.names("backbones"):
         return  # an unknown plugin is reported where it is built, with the registered names
-    params = inspect.signature(plugins.get("backbones", plugin)).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    known = {p.name for p in params} | {"plugin", "resolved_weights"}  # resolved_weights: a record the engine writes
-    unknown = sorted(set(backbone) - known)
-    if unknown:
-        raise ReidkitError(f"unknown backbone setting(s) in {source}: {', '.join(unknown)} "
-                           f"(backbone '{plugin}' takes: {', '.join(sorted(known - {'resolved_weights'}))})")
+    factory = plugins.get("backbones", plugin)
+    params = inspect.signature(factory).parameters.values()
+    named = {p.name: p for p in params if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    if len(named) == len(params):
+        known = set(named) | {"plugin", "resolved_weights"}  # resolved_weights: a record the engine writes
+        unknown = sorted(set(backbone) - known)
+        if unknown:
+            raise ReidkitError(f"unknown backbone setting(s) in {source}: {', '.join(unknown)} "
+                               f"(backbone '{plugin}' takes: {', '.join(sorted(known - {'resolved_weights'}))})")
+    declared = CONTRACTS["backbones"].optional_member(factory, "settings_spec") or {}
+    for key, param in named.items():
+        if key not in backbone:
+            continue
+        setting = declared.get(key) or (inferred(param.default) if param.default is not inspect.Parameter.empty else None)
+        problem = setting.problem(backbone[key]) if setting is not None else None
+        if problem:
+            raise ReidkitError(f"setting 'backbone.{key}' from {source}: expected {problem}, got {backbone[key]!r}")
 
 
 def backbone_settings(config: dict, name: str | None) -> dict:
@@ -222,40 +261,40 @@ def backbone_settings(config: dict, name: str | None) -> dict:
     backbone = dict(config.get("backbone", {}))
     if name:
         if name in get_plugins().names("backbones"):
+            if name != backbone.get("plugin", "timm"):  # the strategy's backbone settings were another plugin's
+                backbone = {}
             backbone["plugin"] = name
         else:
             backbone["model"] = name
     return backbone
 
 
-def scaled_schedule(config: dict, reference_epochs: int) -> dict:
-    """The epoch-valued settings scaled from a ``reference_epochs`` schedule to the run's ``epochs`` (rounded)."""
+def scaled_schedule(config: dict, reference_epochs: int, keys) -> dict:
+    """The epoch-valued settings ``keys`` (a strategy's ``epoch_settings``) scaled from a ``reference_epochs``
+    schedule to the run's ``epochs`` (rounded)."""
     factor = int(config["epochs"]) / max(1, reference_epochs)
 
     def scale(v):
         return [scale(x) for x in v] if isinstance(v, list) else int(round(v * factor))
 
-    return {key: scale(config[key]) for key in EPOCH_SETTINGS if key in config}
+    return {key: scale(config[key]) for key in keys if key in config and config[key] is not None}
+
+
+SCHEDULE_HINT = "lower it, or set scale_schedule: true to scale the paper schedule to --epochs"
 
 
 def schedule_warnings(config: dict) -> list[str]:
-    """One line per schedule point the run never reaches (epochs count from 0 to epochs - 1)."""
+    """One line per schedule point the run never reaches: the strategy's own ``schedule_warnings(config)``, else one
+    per value of its ``epoch_settings`` past the run's last epoch (epochs count from 0 to epochs - 1)."""
+    factory = strategy_factory(config.get("plugin", "baseline"))
+    own = STRATEGY.optional_member(factory, "schedule_warnings")
+    if own is not None:
+        return list(own(config))
     last = int(config["epochs"]) - 1
-    hint = "lower it, or set scale_schedule: true to scale the paper schedule to --epochs"
     out = []
-    for key, what in (("clothes_start_epoch", "the clothes classifier never trains"),
-                      ("adversarial_start_epoch", "the adversarial (CAL) loss never switches on")):
-        if key in config and int(config[key]) > last:
-            out.append(f"setting '{key}' is {config[key]} but the run's last epoch is {last}: {what} ({hint})")
-    offset = int(config.get("schedule_offset") or 0)  # epoch e runs at schedule index e + offset
-    late = [m for m in config.get("milestones") or [] if int(m) - offset > last]
-    if late:
-        out.append(f"setting 'milestones' has {late} beyond the run's last epoch {last}: those learning-rate steps never happen ({hint})")
-    if int(config.get("warmup_epochs") or 0) - offset > last + 1:
-        out.append(f"setting 'warmup_epochs' is {config['warmup_epochs']} but the run has {last + 1} epochs: the warm-up never ends ({hint})")
-    if config.get("generated") and config.get("progress_epochs"):
-        late = [t for t in config["progress_epochs"] if int(t) >= last]
+    for key in STRATEGY.optional_member(factory, "epoch_settings"):
+        value = config.get(key)
+        late = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int) and v > last]
         if late:
-            out.append(f"setting 'progress_epochs' has {late} at or beyond the run's last epoch {last}: the variant pool never reaches "
-                       f"its later fractions ({hint})")
+            out.append(f"setting '{key}' has {late} beyond the run's last epoch {last}: they never take effect ({SCHEDULE_HINT})")
     return out

@@ -31,7 +31,9 @@ class Backbone(Protocol):
     does not take is refused in one line before training; a factory with
     ``**kwargs`` takes any). Optional on the factory: ``resolve_weights(settings)``
     -> what its ``weights`` setting loads (a hub tag, a file), recorded in
-    config.yaml as ``backbone.resolved_weights``.
+    config.yaml as ``backbone.resolved_weights``; ``settings_spec``, a dict of
+    ``reidkit.contracts.Setting`` checking its values (else each parameter's
+    default gives the type).
     """
 
     feature_dim: int
@@ -47,7 +49,7 @@ class Strategy(Protocol):
     configuration (the strategy's own ``defaults`` merged with the user's).
 
     - ``defaults``: class-level dict of paper settings (epochs, lr, milestones,
-      batch, image size, backbone options, loss weights).
+      batch, image size, backbone options, loss weights), over reidkit's COMMON.
     - ``build_heads(feature_dim, num_classes, num_clothes, clothes_of_class)``
       returns an ``nn.Module`` whose ``forward(features, bn_features)`` returns a
       dict of outputs (at least ``logits``); it is trained with the backbone.
@@ -81,6 +83,15 @@ class Strategy(Protocol):
     - ``defaults_for(base)`` (static) and ``needs_generated`` (class attribute):
       defaults that depend on a base strategy, and whether ``--generated`` is
       required (progressive).
+    - ``epoch_settings`` (class attribute): the names of settings that are
+      epochs (0-based) or lists of them: ``scale_schedule`` scales them and a
+      value past the run's last epoch is warned about; ``schedule_warnings(config)``
+      (static) words those warnings itself.
+
+    Every setting the engine reads (epochs, lr, weight_decay, ids_per_batch,
+    images_per_id, height, width, sampler, augment, test_flip, backbone, ...)
+    has reidkit's default (``reidkit.training.config.COMMON``: BoT's run), so
+    ``defaults`` needs only what the strategy changes.
     """
 
     defaults: dict
