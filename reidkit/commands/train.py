@@ -69,6 +69,9 @@ def parse_batch(value):
                                                                          "and compare them (ranks/rank-R.json). [default: off]")
 @click.option("--compile/--no-compile", "compile_model", default=None, help="torch.compile the model (opt-in). [default: off]")
 @click.option("--eval-every", type=click.IntRange(min=0), default=None, help="Evaluate every N epochs (0: never during training). [default: 0]")
+@click.option("--subset", default=None, help="Train on part of the training split, as LUPerson: ids=R (a seeded share R of "
+              "the persons, all their images) or images=R (every person, a share R of its images, at least one); "
+              "query and gallery stay whole. [default: all]")
 @click.option("--steps-per-epoch", "max_steps_per_epoch", type=click.IntRange(min=1), default=None,
               help="Cap batches per epoch (quick runs). [default: no cap: every batch of the epoch]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped "
@@ -78,7 +81,7 @@ def parse_batch(value):
 @json_option
 def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
           images_per_id, height, width, clip_len, clip_stride, clip_chunk, lr, amp, num_workers, checkpoint_every, keep_checkpoints,
-          check_sync, compile_model, eval_every, max_steps_per_epoch, resume, sets, as_json):
+          check_sync, compile_model, eval_every, subset, max_steps_per_epoch, resume, sets, as_json):
     """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
@@ -115,7 +118,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
                  "width": width, "clip_len": clip_len, "clip_stride": clip_stride, "clip_chunk": clip_chunk, "lr": lr, "amp": amp,
                  "num_workers": num_workers, "checkpoint_every": checkpoint_every,
                  "keep_checkpoints": keep_checkpoints, "check_sync": check_sync, "compile": compile_model, "eval_every": eval_every,
-                 "max_steps_per_epoch": max_steps_per_epoch}
+                 "max_steps_per_epoch": max_steps_per_epoch, "subset": subset}
     given = set_options(sets)
     overrides = {**given, **{k: v for k, v in overrides.items() if v is not None}}  # named options win over --set
     config = resolve_config(plugin, file_settings, overrides, file_source=file_source,

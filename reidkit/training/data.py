@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reidkit.errors import ReidkitError
+from reidkit.training import subsets
 from reidkit.training.resizing import DEFAULT_KERNEL, enlarge, resize  # noqa: F401 (resize: data.resize for callers)
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -47,10 +48,13 @@ class TrainItems:
         return int(self.variant.max()) + 1 if (self.kind == GENERATED).any() else 0
 
 
-def build_items(store, generated=(), split="train") -> TrainItems:
+def build_items(store, generated=(), split="train", subset=None, seed: int = 0) -> TrainItems:
+    """The training items: the split's real images (``subset``: LUPerson's ids=R or images=R of them, drawn from
+    ``seed``; reidkit.training.subsets), then the kept generated images of those sources in the ``generated`` runs."""
     real = np.asarray(store.split(split), dtype=np.int64)
     if len(real) == 0:
         raise ReidkitError(f"store {store.path} has no images in split '{split}'")
+    real = subsets.select(real, store.pid[real], subset, seed)
     pids = store.pid[real]
     uniq = np.unique(pids)
     label_of_pid = {int(p): i for i, p in enumerate(uniq)}

@@ -94,9 +94,11 @@ def prepare_run(store_path, config: dict, out, resume: bool = False, world: int 
     clip_len = int(config.get("clip_len") or 0)
     if clip_len > 0:  # video training: one item per tracklet piece (reidkit.training.video)
         check_video_config(config)
+        if config.get("subset"):
+            raise ReidkitError("subset is not built for video training (clip_len > 0): train on the whole split")
         items, pieces = build_clip_items(store, int(config.get("clip_chunk") or 0))
     else:
-        items, pieces = build_items(store, config["generated"]), None
+        items, pieces = build_items(store, config["generated"], subset=config.get("subset"), seed=seed), None
     _record_provenance(config, store_path, store, items, pieces, world)
     return PreparedRun(out, store, config, seed, resume, checkpoint, items, pieces, clip_len)
 
