@@ -126,7 +126,7 @@ def test_llava_llama_bank_on_tiny_models(world, tmp_path, tiny_chat):
         assert bank.prompt(k) == " ".join(e.items)  # joined with spaces: "" when the reply gave no item
     assert bank.parse_failures == sum(not bank.entries[k].ok for k in bank.keys)
     n_images = sum(len(v) for v in outfit_groups(store).values())
-    assert 0 <= bank.truncated_answers <= n_images and 0 <= bank.truncated_replies <= len(bank.keys)
+    assert 0 <= bank.counts["truncated_answers"] <= n_images and 0 <= bank.counts["truncated_replies"] <= len(bank.keys)
     assert bank.info["settings"]["question"] == "What clothes is the person wearing?"
     assert bank.info["settings"]["llm_temperature"] == 0.6 and bank.info["settings"]["llm_top_p"] == 0.9
     again = ensure_bank(reidkit.open_store(copy_of(world, tmp_path, "b.h5")), "llava-llama", settings, device="cpu",
@@ -140,7 +140,7 @@ def test_llava_llama_bank_on_tiny_models(world, tmp_path, tiny_chat):
     # prompt + reply within llm_max_seq_len: 1 leaves no room for any reply, so every reply is cut (and empty)
     short = ensure_bank(reidkit.open_store(copy_of(world, tmp_path, "c.h5")), "llava-llama", {**settings, "llm_max_seq_len": 1},
                         device="cpu", show_progress=False)
-    assert short.truncated_replies == len(short.keys) and short.parse_failures == len(short.keys)
+    assert short.counts["truncated_replies"] == len(short.keys) and short.parse_failures == len(short.keys)
     assert all(short.entries[k].raw.endswith("\nreply: ") and short.prompt(k) == "" for k in short.keys)
 
 

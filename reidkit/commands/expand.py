@@ -55,9 +55,10 @@ def print_summary(summary: dict):
         console.print(f"  {fname} pass rate by tau: " + ", ".join(f"{t}: {r:.1%}" for t, r in rates.items()))
     if summary.get("bank_parse_failures"):
         console.print(f"  clothing bank: {summary['bank_parse_failures']} outfits whose model reply did not parse (see 'reidkit show')")
-    if summary.get("bank_truncated_answers") or summary.get("bank_truncated_replies"):
-        console.print(f"  clothing bank: {summary.get('bank_truncated_answers', 0)} VLM answers and {summary.get('bank_truncated_replies', 0)} "
-                      "LLM replies stopped at their token limit (vlm_max_new_tokens, llm_max_new_tokens / llm_max_seq_len)")
+    counted = {k[len("bank_"):]: v for k, v in summary.items() if k.startswith("bank_") and k != "bank_parse_failures" and v}
+    if counted:  # the prompt source's own counters (llava-llama: answers and replies cut at their token limits)
+        console.print(f"  clothing bank ({summary.get('prompts', 'prompt source')}): "
+                      + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counted.items()))
     console.print(f"  written to {summary['path']}")
 
 

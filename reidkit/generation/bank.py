@@ -75,14 +75,6 @@ class ClothingBank:
         return str((self.info.get("settings") or {}).get("separator", ", "))
 
     @property
-    def truncated_answers(self) -> int:
-        return int(self.counts.get("truncated_answers", 0))
-
-    @property
-    def truncated_replies(self) -> int:
-        return int(self.counts.get("truncated_replies", 0))
-
-    @property
     def parse_failures(self) -> int:
         return sum(not e.ok for e in self.entries.values())
 

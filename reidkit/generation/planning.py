@@ -78,11 +78,12 @@ class Planner:
         return make_item(self.context, key)
 
     def bank_counts(self) -> dict:
-        """The clothing bank's counters for the run's summary (zeros without a bank)."""
+        """The clothing bank's counters for the run's summary: outfits whose reply did not parse, and whatever its
+        prompt source counted (``counts``, e.g. llava-llama's truncated_answers) as ``bank_NAME`` (none without a bank)."""
         bank = self.context["bank"]
-        return {"bank_parse_failures": bank.parse_failures if bank is not None else 0,
-                "bank_truncated_answers": bank.truncated_answers if bank is not None else 0,  # VLM answers cut at their token limit
-                "bank_truncated_replies": bank.truncated_replies if bank is not None else 0}  # LLM replies cut at theirs
+        if bank is None:
+            return {"bank_parse_failures": 0}
+        return {"bank_parse_failures": bank.parse_failures, **{f"bank_{k}": int(v) for k, v in sorted(bank.counts.items())}}
 
 
 class ItemPlanner(Planner):
