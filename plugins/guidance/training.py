@@ -29,7 +29,9 @@ from reidkit._version import __version__
 from reidkit.errors import ReidkitError
 from reidkit.plugins.guidance.discriminator import (ARCHITECTURE_DEFAULTS, DLCR_EPOCH, FORMAT, SETTINGS_FILE,
                                                    WEIGHTS_FILE, architecture, build, epoch_file)
-from reidkit.store import atomic
+from reidkit.progress import progress_bar
+from reidkit.store import atomic, open_store
+from reidkit.training import checkpoint as ckpt
 
 # DLCR's DG/train.py: batch 16 (8 real + 8 generated), Adam lr 3e-4, weight decay 1e-7, 120 epochs
 TRAIN_DEFAULTS = {
@@ -170,8 +172,6 @@ def encode_all(store, run, data: Dataset, vae, settings: dict, out: Path, device
     import cv2
     import torch
 
-    from reidkit.progress import progress_bar
-
     w, h = int(settings["width"]), int(settings["height"])
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     shape = (len(data.index), int(vae.config.latent_channels), h // factor, w // factor)
@@ -285,29 +285,62 @@ def _publish_checkpoint(out: Path, epoch: int, weights: dict, state: dict, meta:
     """checkpoints/epoch-NNNN/{discriminator.safetensors, state.pt, log.csv}, published whole as training's are."""
     import torch
 
-    from reidkit.training.checkpoint import publish_epoch, safetensors_bytes
-
     def write(folder: Path):
-        (folder / WEIGHTS_FILE).write_bytes(safetensors_bytes(weights, meta))
+        (folder / WEIGHTS_FILE).write_bytes(ckpt.safetensors_bytes(weights, meta))
         torch.save(state, folder / STATE_FILE)
         (folder / LOG_FILE).write_text(log)
 
-    publish_epoch(out, epoch, write, keep)
-
-
-def _latest_checkpoint(out: Path):
-    from reidkit.training.checkpoint import checkpoint_dirs
-
-    found = checkpoint_dirs(out)
-    return found[-1] if found else None
+    ckpt.publish_epoch(out, epoch, write, keep)
 
 
 def train_discriminator(store_path, run_name: str, out, *, settings: dict | None = None, device: str | None = "auto",
                         show_progress: bool = True) -> dict:
-    """Train (or resume training) a latent discriminator into ``out``; return a summary (the last log row and counts)."""
-    from reidkit.devices import check_device, torch_device
+    """Train (or resume training) a latent discriminator into ``out``; return a summary (the last log row and counts).
+
+    Named steps, as the Re-ID trainer's: :func:`prepare_discriminator_run` (settings, data split, the resume check),
+    the latents, :func:`restore_discriminator` (from the newest checkpoint folder, loaded as training's are), then
+    the epochs, each published whole (``publish_epoch``, shared with training)."""
+    import torch
+
+    from reidkit.devices import torch_device
+
+    s, store, run, data, record, out = prepare_discriminator_run(store_path, run_name, out, settings, device)
+    dev = torch_device(device)
+    vae, scheduler = _vae_and_alphas(s["model"], dev, s["dtype"])
+    alphas = scheduler.alphas_cumprod.float()
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    record.update({"latent_channels": int(vae.config.latent_channels), "latent_size": [s["height"] // factor, s["width"] // factor],
+                   "vae_scaling_factor": float(vae.config.scaling_factor), "num_train_timesteps": len(alphas),
+                   "time_input": "t / (num_train_timesteps - 1)", "label": "1 = real, 0 = generated"})
+    out.mkdir(parents=True, exist_ok=True)
+    mean, std = encode_all(store, run, data, vae, s, out, dev, show_progress)
+    del vae  # only the cached latents are needed from here on
+
+    torch.manual_seed(_seed(s["seed"], _INIT_STREAM))  # the initial weights
+    net = build(s["architecture"], record["latent_channels"]).to(dev)
+    optimizer = torch.optim.Adam(net.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
+    start_epoch, log_rows = restore_discriminator(out, net, optimizer)
+    epochs = int(s["epochs"])
+    batches_per_epoch = len(epoch_batches(data, 0, s))
+    with progress_bar((epochs - start_epoch) * batches_per_epoch if show_progress else 0, f"discriminator {out.name}",
+                      unit="step") as update:
+        for epoch in range(start_epoch, epochs):
+            row = _train_epoch(net, optimizer, epoch, data, mean, std, alphas, s, dev, update)
+            row = {"epoch": epoch + 1, "steps": (epoch + 1) * batches_per_epoch, **row,
+                   **evaluate(net, mean, std, data, alphas, s, dev)}
+            log_rows.append(row)
+            update(status=f"epoch {epoch + 1}: held-out acc {row['heldout_acc']:.3f}")
+            _publish_epoch(out, epoch, net, optimizer, log_rows, record)
+    final = log_rows[-1]
+    return {"out": str(out), "epochs": epochs, "resumed_from_epoch": start_epoch, **data.counts,
+            **{k: final[k] for k in LOG_COLUMNS if k != "epoch"}}
+
+
+def prepare_discriminator_run(store_path, run_name: str, out, settings: dict | None, device):
+    """Settings (the DLCR run's model and size where not given), the held-out split, the record settings.json keeps,
+    and the resume check (another discriminator in ``out`` is refused), before any model loads."""
+    from reidkit.devices import check_device
     from reidkit.plugins.generators.dlcr import DlcrGenerator
-    from reidkit.store import open_store
 
     check_device(device)
     s = resolve_settings(settings)
@@ -323,79 +356,58 @@ def train_discriminator(store_path, run_name: str, out, *, settings: dict | None
               "store_fingerprint": store.fingerprint, "run": run_name, "split": data.split, "items": data.counts,
               "run_generator": run.settings.get("generator")}
     _check_resumable(out, record)
+    return s, store, run, data, record, out
 
+
+def restore_discriminator(out: Path, net, optimizer) -> tuple[int, list]:
+    """The first epoch to train and the log so far, weights and optimiser put back from the newest complete checkpoint
+    (training's ``latest_checkpoint`` / ``load_state``: tensors and plain values only); (0, []) without one."""
+    from safetensors.torch import load_file
+
+    latest = ckpt.latest_checkpoint(out)
+    if latest is None or latest == out:  # out itself: the legacy top-level pair of a Re-ID run, never a discriminator's
+        return 0, []
+    state = ckpt.load_state(latest)
+    net.load_state_dict(load_file(str(latest / WEIGHTS_FILE)))
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]) + 1, json.loads(state["log_rows"])
+
+
+def _train_epoch(net, optimizer, epoch: int, data, mean, std, alphas, s: dict, dev: str, update) -> dict:
+    """One epoch's steps (noise and times drawn from the epoch's own seed); its mean loss and accuracy."""
     import torch
 
-    dev = torch_device(device)
-    vae, scheduler = _vae_and_alphas(s["model"], dev, s["dtype"])
-    alphas = scheduler.alphas_cumprod.float()
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    record.update({"latent_channels": int(vae.config.latent_channels), "latent_size": [s["height"] // factor, s["width"] // factor],
-                   "vae_scaling_factor": float(vae.config.scaling_factor), "num_train_timesteps": len(alphas),
-                   "time_input": "t / (num_train_timesteps - 1)", "label": "1 = real, 0 = generated"})
-    out.mkdir(parents=True, exist_ok=True)
-    mean, std = encode_all(store, run, data, vae, s, out, dev, show_progress)
-    del vae  # only the cached latents are needed from here on
-
-    torch.manual_seed(_seed(s["seed"], _INIT_STREAM))  # the initial weights
-    net = build(s["architecture"], record["latent_channels"]).to(dev)
-    optimizer = torch.optim.Adam(net.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
-    log_rows, start_epoch = [], 0
-    latest = _latest_checkpoint(out)
-    if latest is not None:
-        from safetensors.torch import load_file
-
-        state = torch.load(latest / STATE_FILE, map_location="cpu", weights_only=True)
-        net.load_state_dict(load_file(str(latest / WEIGHTS_FILE)))
-        optimizer.load_state_dict(state["optimizer"])
-        log_rows, start_epoch = json.loads(state["log_rows"]), int(state["epoch"]) + 1
-    epochs = int(s["epochs"])
-    batches_per_epoch = len(epoch_batches(data, 0, s))
-    from reidkit.progress import progress_bar
-
-    with progress_bar((epochs - start_epoch) * batches_per_epoch if show_progress else 0, f"discriminator {out.name}",
-                      unit="step") as update:
-        for epoch in range(start_epoch, epochs):
-            net.train()
-            g = torch.Generator().manual_seed(_seed(s["seed"], _EPOCH_STREAM, epoch))
-            losses, accs = [], []
-            for rows in epoch_batches(data, epoch, s):
-                x, t_unit, _, y = noisy_batch(mean, std, rows, data.kinds[rows].astype(np.float32), alphas, g)
-                logit = net(x.to(dev), t_unit.to(dev))
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y.to(dev))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                accs.append(float(((logit.detach() > 0).float().cpu() == y).float().mean()))
-                update(advance=1)
-            net.eval()
-            row = {"epoch": epoch + 1, "steps": (epoch + 1) * batches_per_epoch, "train_loss": float(np.mean(losses)),
-                   "train_acc": float(np.mean(accs)), **evaluate(net, mean, std, data, alphas, s, dev)}
-            log_rows.append(row)
-            update(status=f"epoch {epoch + 1}: held-out acc {row['heldout_acc']:.3f}")
-            _publish_epoch(out, epoch, net, optimizer, log_rows, record)
-    final = log_rows[-1]
-    return {"out": str(out), "epochs": epochs, "resumed_from_epoch": start_epoch, **data.counts,
-            **{k: final[k] for k in LOG_COLUMNS if k != "epoch"}}
+    net.train()
+    g = torch.Generator().manual_seed(_seed(s["seed"], _EPOCH_STREAM, epoch))
+    losses, accs = [], []
+    for rows in epoch_batches(data, epoch, s):
+        x, t_unit, _, y = noisy_batch(mean, std, rows, data.kinds[rows].astype(np.float32), alphas, g)
+        logit = net(x.to(dev), t_unit.to(dev))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y.to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        accs.append(float(((logit.detach() > 0).float().cpu() == y).float().mean()))
+        update(advance=1)
+    net.eval()
+    return {"train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs))}
 
 
 def _publish_epoch(out: Path, epoch: int, net, optimizer, log_rows, record):
     """The epoch's checkpoint, its weights in OUT/epochs/ when it is one to keep, then (each atomically) the log, the
     weights and their settings at the top of OUT."""
-    from reidkit.training.checkpoint import model_state, write_safetensors
-
-    weights = model_state(net)
+    weights = ckpt.model_state(net)
     meta = {"format": FORMAT, "epoch": str(epoch + 1)}
     log = _log_text(log_rows)
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "log_rows": json.dumps(log_rows)}
     _publish_checkpoint(out, epoch, weights, state, meta, log)
     if epoch + 1 in record["keep_epochs"]:  # before settings.json counts the epoch, so a counted kept epoch is there
         epoch_file(out, epoch + 1).parent.mkdir(exist_ok=True)
-        write_safetensors(epoch_file(out, epoch + 1), weights, meta)
+        ckpt.write_safetensors(epoch_file(out, epoch + 1), weights, meta)
     with atomic.atomic_output(out / LOG_FILE, replace=True) as partial:
         partial.write_text(log)
-    write_safetensors(out / WEIGHTS_FILE, weights, meta)
+    ckpt.write_safetensors(out / WEIGHTS_FILE, weights, meta)
     last = log_rows[-1]
     atomic.write_json_atomic(out / SETTINGS_FILE, {**record, "epochs_done": epoch + 1,
                                                    "heldout_acc": last["heldout_acc"],
