@@ -128,7 +128,7 @@ def run_demo(out, quick=False, seeds=(0, 1, 2), base="cal", refine=True, workers
                   "+ expansion": train_config("progressive", s, seed, expansion, base, workers)}
         runs = out / "runs" / f"seed-{seed}"
         for step, (name, config) in enumerate(models.items(), start=3):
-            echo(f"[{step}/5] {tag}: train {name}: {config['plugin']}{'/' + config.get('base', '') if config['plugin'] == 'progressive' else ''}, "
+            echo(f"[{step}/5] {tag}: train {name}: {config['strategy']}{'/' + config.get('base', '') if config['strategy'] == 'progressive' else ''}, "
                  f"{s['backbone']} {s['height']}x{s['width']}, {s['epochs']} epochs")
             t = time.perf_counter()
             train_or_resume(store_path, config, runs / _slug(name))

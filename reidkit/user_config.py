@@ -89,7 +89,7 @@ def train_keys() -> set:
     from reidkit.training.config import COMMON
 
     plugins = get_plugins()
-    keys = set(COMMON) | {"plugin", "base"}
+    keys = set(COMMON) | {"strategy", "plugin", "base"}  # plugin: the strategy's old name
     for name in plugins.names("strategies"):
         keys |= set(getattr(plugins.get("strategies", name), "defaults", {}) or {})
     return keys

@@ -305,7 +305,7 @@ def test_strategy_trains_with_its_loss_and_schedule_and_evaluates(env, world, tm
     # its lr_factor: warm-up (epoch 0: 1/2), then the cosine from its top (epoch 1 of 2: factor 1)
     assert [float(row["lr"]) for row in rows] == pytest.approx([3.5e-4 / 2, 3.5e-4])
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["plugin"] == "softmax" and config["backbone"]["plugin"] == "tiny-cnn"
+    assert config["strategy"] == "softmax" and config["backbone"]["plugin"] == "tiny-cnn"
     assert (config["label_smoothing"], config["min_lr_factor"], config["warmup_epochs"]) == (0.1, 0.01, 1)
     # every shared setting neither given by TINY_TRAIN nor in the strategy's own defaults is reidkit's
     own = {"epochs", "backbone", "warmup_epochs", "min_lr_factor", "label_smoothing"}  # strategy.py's defaults

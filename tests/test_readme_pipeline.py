@@ -179,7 +179,7 @@ def test_readme_pipeline_runs_verbatim(hub_cache, tmp_path):
     import yaml
 
     trained = yaml.safe_load((run_dir / "config.yaml").read_text())  # $REIDKIT_CONFIG's train: section, options on top
-    assert (trained["plugin"], trained["generated"], trained["epochs"]) == ("progressive", [run_name], 2)
+    assert (trained["strategy"], trained["generated"], trained["epochs"]) == ("progressive", [run_name], 2)
     assert (trained["height"], trained["width"], trained["backbone"]["model"]) == (64, 32, "resnet18")
     table = out["eval"].stdout
     assert re.search(r"^.*\bstandard\b", table, re.M) and re.search(r"^.*\bcc\b", table, re.M), table

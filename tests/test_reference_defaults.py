@@ -203,7 +203,7 @@ def test_engine_runs_the_bot_factors(tmp_path):
 # --- 1. CAL's video recipe -------------------------------------------------------------------------------
 
 CAL_VIDEO = {  # configs/default_vid.py + c2dres50_ce_cal.yaml, two processes (script.sh)
-    "plugin": "cal", "clip_len": 8, "clip_stride": 4, "clip_chunk": 64, "height": 256, "width": 128,
+    "strategy": "cal", "clip_len": 8, "clip_stride": 4, "clip_chunk": 64, "height": 256, "width": 128,
     "ids_per_batch": 8, "images_per_id": 4, "sampler": "cal", "epochs": 150, "milestones": [40, 80, 120], "gamma": 0.1,
     "warmup_epochs": 0, "label_smoothing": 0.0, "triplet_weight": 0.0, "clothes_scale": 16.0, "cal_epsilon": 0.1,
     "clothes_start_epoch": 50, "adversarial_start_epoch": 50, "amp": "none", "test_flip": False,
@@ -243,7 +243,7 @@ def test_clips_default_to_no_flip_and_an_unknown_recipe_is_one_line():
     assert resolve_config("cal", {}, {"clip_len": 8})["test_flip"] is False  # CAL's video test: no mirror
     assert resolve_config("cal", {"test_flip": True}, {"clip_len": 8})["test_flip"] is True  # said explicitly: kept
     assert resolve_config("baseline")["test_flip"] is False
-    with pytest.raises(ReidkitError, match="not a recipe: cal-video"):
+    with pytest.raises(ReidkitError, match="not a recipe \\(cal-video\\)"):
         read_config_file("cal-vidoe")
 
 
@@ -265,4 +265,4 @@ def test_cal_video_recipe_through_the_cli(tmp_path):
     assert config["label_smoothing"] == 0.0 and config["resize"] == "pil-bicubic" and config["milestones"] == [40, 80, 120]
     assert config["test_flip"] is False and config["clothes_start_epoch"] == 50
     bad = run_console("train", str(store), "--config", "cal-vidoe", "--out", str(tmp_path / "r2"))
-    assert bad.returncode != 0 and "not a recipe: cal-video" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "not a recipe (cal-video)" in bad.stderr and "Traceback" not in bad.stderr

@@ -336,7 +336,7 @@ def test_config_precedence_defaults_then_file_then_options(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("plugin: progressive\nbase: baseline\ngenerated: gen\nepochs: 7\nlr: 0.001\nbackbone: {model: resnet18}\n")
     config = resolve_config(None, read_config_file(path), {"epochs": 3, "lr": None})
-    assert config["plugin"] == "progressive" and config["generated"] == ["gen"]
+    assert config["strategy"] == "progressive" and config["generated"] == ["gen"]
     assert config["epochs"] == 3 and config["lr"] == 0.001  # option beats file; an option not given leaves the file's
     assert config["triplet_weight"] == 1.0 and config["milestones"] == [40, 70]  # BoT defaults under base: baseline
     assert config["backbone"]["model"] == "resnet18" and config["backbone"]["last_stride"] == 1  # merged key by key
@@ -495,3 +495,23 @@ def test_identical_runs_write_identical_weight_files():
     from safetensors.torch import load
 
     assert torch.equal(load(first)["b"], torch.ones(3))
+
+
+def test_a_run_made_when_the_strategy_key_was_plugin_still_resumes(world, tmp_path):
+    """config.yaml's `strategy` was called `plugin` before: such a run is read, resumed and evaluated as ever."""
+    from reidkit.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", str(world), "--strategy", "baseline", "--backbone", "resnet18", "--weights", "none", "--batch", "2,2",
+            "--height", "64", "--width", "32", "--num-workers", "0", "--device", "cpu", "--steps-per-epoch", "1",
+            "--epochs", "1", "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 0
+    text = (out / "config.yaml").read_text()
+    assert "\nstrategy: baseline\n" in "\n" + text
+    (out / "config.yaml").write_text(("\n" + text).replace("\nstrategy: baseline\n", "\nplugin: baseline\n")[1:])
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(world), "--out", str(out), "--resume", "--epochs", "2"])
+    assert exc.value.code == 0
+    assert len((out / "log.csv").read_text().splitlines()) == 3

@@ -113,7 +113,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
 
         file_settings = merge_under(user, {k: v for k, v in read_config(out).items() if k not in DERIVED_KEYS})
         file_source = str(Path(out) / "config.yaml")
-    overrides = {"plugin": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
+    overrides = {"strategy": plugin, "base": base, "generated": list(generated) or None, "epochs": epochs, "seed": seed,
                  "device": device, "ids_per_batch": ids_per_batch, "images_per_id": images_per_id, "height": height,
                  "width": width, "clip_len": clip_len, "clip_stride": clip_stride, "clip_chunk": clip_chunk, "lr": lr, "amp": amp,
                  "num_workers": num_workers, "checkpoint_every": checkpoint_every,
@@ -139,7 +139,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     check_backbone_keys(config["backbone"])  # --backbone may have named another plugin: its settings must fit it too
     if not Path(store).exists():
         raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
-    out = Path(out or Path("runs") / config["plugin"])
+    out = Path(out or Path("runs") / config["strategy"])
     from reidkit.errors import disk_full_names
     from reidkit.store.lock import one_writer_per_run_folder
 

@@ -13,7 +13,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2.4rem;border-bottom:2px 
 h3{margin-top:1.6rem} .meta{color:#5b6576;font-size:.9rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem} th,td{border:1px solid #d8dee8;padding:.3rem .6rem;text-align:right}
 th{background:#eef2f7} td.l,th.l{text-align:left} tr:nth-child(even) td{background:#f8fafc}
-td.best{font-weight:700;color:#0b5d1e} .figs{display:flex;flex-wrap:wrap;gap:1rem} .figs img{max-width:min(100%,34rem);height:auto;border:1px solid #e3e7ee}
+td.best{font-weight:700;color:#0b5d1e} .figs{display:flex;flex-wrap:wrap;gap:1rem} .figs img{max-width:min(100%,34rem);height:auto;border:1px solid #e3e7ee} .ranked img{max-width:100%}
 .note{background:#fff6dd;border-left:4px solid #e0a800;padding:.4rem .8rem;margin:.4rem 0}
 pre{background:#f4f6f9;padding:.8rem;overflow:auto;font-size:.8rem} details{margin:.6rem 0}
 """
@@ -54,7 +54,7 @@ def key_settings(run) -> list[tuple[str, str]]:
     weights = b.get("resolved_weights") or b.get("weights") or "none (random init)"
     finished = int(run.log[-1]["epoch"]) if run.log else 0
     return [
-        ("strategy", c.get("plugin", "?") + (f" (base {c['base']})" if c.get("base") else "")),
+        ("strategy", c.get("strategy", c.get("plugin", "?")) + (f" (base {c['base']})" if c.get("base") else "")),
         ("backbone", f"{b.get('model', '?')} ({b.get('plugin', '?')}), start weights {weights}"),
         ("epochs", f"{finished} of {c.get('epochs', '?')} finished"),
         ("batch", f"{c.get('ids_per_batch', '?')} persons x {c.get('images_per_id', '?')} images"),
@@ -123,6 +123,12 @@ def run_section(run) -> str:
         out.append(f"<h3>Results (last epoch{words})</h3>"
                    + table(["protocol", "queries", "gallery", *(h for _, h in METRICS)], results_rows(run.results)))
         out.append(f'<div class="figs">{img(charts.cmc_png(run.results, f"{run.name}: CMC per protocol"), "CMC curves")}</div>')
+    if run.ranked is not None:
+        out.append("<h3>Ranked lists</h3>"
+                   '<div class="note">each protocol\'s 5 queries of lowest average precision, then their 10 nearest gallery '
+                   "images: green border the same person (a positive), red another person, grey the same person dropped by "
+                   "the protocol's rule (same camera, or the outfit rule), shown but not counted (docs/eval.md)</div>"
+                   f'<div class="figs ranked">{img(charts.image_png(run.ranked), "ranked lists of the worst queries")}</div>')
     if run.best:
         out.append(best_section(run.best, list(run.results or ())))
     for g in run.generated:

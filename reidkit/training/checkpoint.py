@@ -30,7 +30,10 @@ def read_config(out: Path) -> dict:
     path = Path(out) / CONFIG_FILE
     if not path.is_file():
         raise ReidkitError(f"{out} is not a reidkit training run (no {CONFIG_FILE}; expected the --out folder of 'reidkit train')")
-    return yaml.safe_load(path.read_text())
+    config = yaml.safe_load(path.read_text())
+    if isinstance(config, dict) and "plugin" in config and "strategy" not in config:  # a run made before the key's rename
+        config = {("strategy" if k == "plugin" else k): v for k, v in config.items()}
+    return config
 
 
 def model_state(model) -> dict:

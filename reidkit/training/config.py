@@ -103,12 +103,13 @@ def resolve_config(plugin: str | None, file_settings: dict | None = None, overri
     """
     file_settings = dict(file_settings or {})
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = overrides.pop("plugin", None) or file_settings.pop("plugin", None) or plugin or "baseline"
-    file_settings.pop("plugin", None)
+    # the strategy's name: key `strategy` (`plugin` is its old name, in config files and runs made before)
+    named = [d.pop(k, None) for d in (overrides, file_settings) for k in ("strategy", "plugin")]
+    name = next((n for n in named if n), None) or plugin or "baseline"
     factory = strategy_factory(name)
     base = overrides.get("base") or file_settings.get("base")
     defaults = factory.defaults_for(base) if base and hasattr(factory, "defaults_for") else getattr(factory, "defaults", {})
-    config = {**copy.deepcopy(COMMON), **copy.deepcopy(defaults), "plugin": name}
+    config = {**copy.deepcopy(COMMON), **copy.deepcopy(defaults), "strategy": name}
     known = set(config)
     origin = {key: f"strategy '{name}' defaults" for key in config}
     for source, settings in ((file_source, file_settings), ("option", overrides)):
@@ -204,7 +205,7 @@ def validate_config(config: dict, origin: dict | None = None, spec: dict | None 
     kind); a bad one raises a one-line ReidkitError naming the key, where it came from (``origin[key]``) and
     what was expected. ``spec``: the run's declarations (default: the strategy named in ``config``)."""
     origin = origin or {}
-    spec = spec if spec is not None else run_spec(strategy_factory(config.get("plugin", "baseline")))
+    spec = spec if spec is not None else run_spec(strategy_factory(config.get("strategy", "baseline")))
 
     def bad(key, expected):
         value = config[key]
@@ -286,7 +287,7 @@ SCHEDULE_HINT = "lower it, or set scale_schedule: true to scale the paper schedu
 def schedule_warnings(config: dict) -> list[str]:
     """One line per schedule point the run never reaches: the strategy's own ``schedule_warnings(config)``, else one
     per value of its ``epoch_settings`` past the run's last epoch (epochs count from 0 to epochs - 1)."""
-    factory = strategy_factory(config.get("plugin", "baseline"))
+    factory = strategy_factory(config.get("strategy", "baseline"))
     own = STRATEGY.optional_member(factory, "schedule_warnings")
     if own is not None:
         return list(own(config))

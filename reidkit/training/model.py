@@ -39,7 +39,7 @@ def build_model(config: dict, num_classes: int, num_clothes: int, clothes_of_cla
         from reidkit.training.video import check_backbone
 
         check_backbone(backbone, plugin)
-    strategy = strategy or strategy_factory(config["plugin"])(config)
+    strategy = strategy or strategy_factory(config["strategy"])(config)
     heads = strategy.build_heads(backbone.feature_dim, num_classes, num_clothes, clothes_of_class)
 
     class ReidModel(nn.Module):

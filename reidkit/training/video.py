@@ -29,7 +29,7 @@ def check_video_config(config: dict) -> None:
     """Refuse, in one line, the combinations clips cannot honour."""
     if clip_len_of(config) <= 0:
         return
-    if config.get("plugin") == "progressive":
+    if config.get("strategy") == "progressive":
         raise ReidkitError("clip_len > 0 (video training) does not work with strategy 'progressive': generated images are single "
                            "frames with no tracklet, so a clip has no generated partner; use --strategy cal or baseline")
     if config.get("generated"):
