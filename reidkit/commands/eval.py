@@ -41,7 +41,8 @@ def resolve_features(store, features_path=None, **_sources):
 def json_rows(results: dict) -> list[dict]:
     keys = ("protocol", "rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery", "rule", "unit",
             "gallery_sampling", "trials", "seed", "distance", "rerank", "refine", "refine_settings", "variants", "refined_queries",
-            "flip", "weights", "epoch", "recorded_best", "cmc")
+            "flip", "weights", "epoch", "recorded_best", "aqe", "tpr_at_fpr", "fpr_thresholds", "verification_pairs", "cmc",
+            "ranked_lists")
     return [{k: r[k] for k in keys if k in r} for r in results.values()]
 
 
@@ -60,34 +61,73 @@ def print_table(results: dict, title: str):
     Console().print(table)
 
 
+def print_verification(results: dict):
+    """TPR at FPR per protocol (results that have them), under the metrics table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from reidkit.evaluation.verification import FPR_KEYS
+
+    rows = [(name, r) for name, r in results.items() if r.get("tpr_at_fpr")]
+    if not rows:
+        return
+    table = Table(title="Verification: TPR at FPR, %")
+    for col in ("protocol", "same pairs", "other pairs", *(f"TPR@{k}" for k in FPR_KEYS)):
+        table.add_column(col, justify="left" if col == "protocol" else "right", no_wrap=True)
+    for name, r in rows:
+        pairs = r["verification_pairs"]
+        table.add_row(name, f"{pairs['same']:,}", f"{pairs['different']:,}",
+                      *("-" if r["tpr_at_fpr"][k] is None else f"{100 * r['tpr_at_fpr'][k]:.1f}" for k in FPR_KEYS))
+    Console().print(table)
+
+
+def scoring_words(distance, rerank=None, aqe=None) -> str:
+    """The table title's words for how distances were made: metric, query expansion, re-ranking."""
+    words = f"{distance}"
+    if aqe:
+        words += f", AQE k={aqe['k']} alpha={aqe['alpha']:g}"
+    if rerank:
+        words += f", re-ranked k1={rerank['k1']} k2={rerank['k2']} lambda={rerank['lambda']}"
+    return words
+
+
 def run_evaluation(store, features, index, protocols=(), distance="cosine", rerank=None, device="cpu", seed=0,
-                   as_json=False, plot=None, show_progress=True, source=None, model=None, recorded_best=None) -> dict:
-    """Evaluate, then report (table or JSON, optional CMC plot); shared by every feature source.
+                   as_json=False, plot=None, show_progress=True, source=None, model=None, recorded_best=None,
+                   aqe=None, verification=False, ranks=None, ranks_out=None) -> dict:
+    """Evaluate, then report (table or JSON, optional CMC plot and ranked-lists picture); shared by every feature source.
 
     ``source`` names where the features came from (e.g. the checkpoint) in the plot's title. ``model`` (a loaded
     run): its flip and which weights are recorded in the results; ``recorded_best``: the best epoch training
-    kept (best.json), shown beside the results.
+    kept (best.json), shown beside the results. ``aqe``, ``verification``, ``ranks``: see
+    ``reidkit.evaluation.runner.evaluate_features``; ``ranks_out``: the PNG the ranked lists are drawn to.
     """
-    from reidkit.evaluation.protocols import evaluate_store, protocol_rows, validate_inputs
+    from reidkit.evaluation.protocols import validate_inputs
+    from reidkit.evaluation.runner import evaluate_features, evaluation_rows
     from reidkit.progress import progress_bar
 
     _, _, selected = validate_inputs(store, features, index, protocols, distance)
-    total = sum(protocol_rows(store, p, bool(rerank)) for p in selected)
+    total = evaluation_rows(store, selected, rerank, aqe, verification, ranks)
     with progress_bar(total if show_progress else 0, "evaluating", unit="row") as update:
-        results = evaluate_store(store, features, index, [p.name for p in selected], distance, rerank, device, seed,
-                                 on_rows=lambda n: update(advance=n))
+        results = evaluate_features(store, features, index, [p.name for p in selected], distance, rerank, aqe, verification,
+                                    ranks, device, seed, on_rows=lambda n: update(advance=n))
     annotate(results, model, recorded_best)
+    if ranks and ranks_out:
+        from reidkit.evaluation.ranked_lists import draw, normalise_ranks, title_line
+
+        settings = normalise_ranks(ranks)
+        draw(store, [(title_line(r, settings), r["ranked_lists"]) for r in results.values()], ranks_out)
+        click.echo(f"Wrote ranked lists {ranks_out}", err=True)
     if as_json:
         click.echo(json.dumps(json_rows(results), indent=2))
     else:
-        setting = f"{distance}" + (f", re-ranked k1={rerank['k1']} k2={rerank['k2']} lambda={rerank['lambda']}" if rerank else "")
-        print_table(results, f"{store.path.name} ({store.dataset}): {setting}{model_setting(model)}")
+        print_table(results, f"{store.path.name} ({store.dataset}): {scoring_words(distance, rerank, aqe)}{model_setting(model)}")
+        print_verification(results)
         print_recorded_best(recorded_best, list(results))
     if plot:
         from reidkit.evaluation.plots import write_cmc_plot
 
-        write_cmc_plot(results, plot, title=plot_title(store, f"{distance}" + (" + re-ranking" if rerank else "") + model_setting(model),
-                                                       source))
+        write_cmc_plot(results, plot, title=plot_title(store, f"{distance}" + (" + AQE" if aqe else "") + (" + re-ranking" if rerank else "")
+                                                       + model_setting(model), source))
         click.echo(f"Wrote CMC plot {plot}", err=True)
     return results
 
@@ -144,6 +184,20 @@ def print_recorded_best(recorded_best, order=()):
 @click.option("--k2", default=6, show_default=True, type=click.IntRange(1), help="Re-ranking: query-expansion neighbours.")
 @click.option("--lambda", "lambda_", default=0.3, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Re-ranking: weight of the original distance.")
+@click.option("--aqe", is_flag=True, help="Alpha-weighted query expansion (fast-reid's AQE) of query and gallery features, before "
+                                          "re-ranking.")
+@click.option("--aqe-k", default=5, show_default=True, type=click.IntRange(1),
+              help="AQE: items averaged per feature, the item itself included (fast-reid's QE_K).")
+@click.option("--aqe-alpha", default=3.0, show_default=True, type=click.FloatRange(0.0),
+              help="AQE: each item weighted by its cosine similarity to the power alpha.")
+@click.option("--verification/--no-verification", default=True, show_default=True,
+              help="TPR at FPR 1e-4, 1e-3, 1e-2 per protocol (a second pass over the distances).")
+@click.option("--ranks", type=click.IntRange(1), default=None,
+              help="Draw ranked lists of this many queries (the worst by AP) to --ranks-out.")
+@click.option("--ranks-queries", default=None, help="Ranked lists of these queries instead (0-based indices, e.g. 0,7,12).")
+@click.option("--ranks-k", default=10, show_default=True, type=click.IntRange(1), help="Ranked lists: gallery items per query.")
+@click.option("--ranks-out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="PNG the ranked lists are drawn to (needed by --ranks / --ranks-queries).")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the evaluation: distances, ranking, scoring, re-ranking's k-NN pass (cpu, cuda).")
 @click.option("--seed", default=0, show_default=True, help="Seed of single-shot gallery sampling (trial t uses [seed, t]).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list: one object per protocol.")
@@ -165,12 +219,26 @@ def print_recorded_best(recorded_best, order=()):
 @click.option("--refine-top", default=5, show_default=True, type=click.IntRange(1), help="Refinement: gallery items re-scored per query (DLCR: 5).")
 @click.option("--refine-flip/--no-refine-flip", default=False, show_default=True,
               help="Refinement: average features with the mirrored image (DLCR: no; plain evaluation: see --flip).")
-def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lambda_, device, seed, as_json, plot,
+def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lambda_, aqe, aqe_k, aqe_alpha, verification,
+                 ranks, ranks_queries, ranks_k, ranks_out, device, seed, as_json, plot,
                  checkpoint, flip, select, save_features, refine_run, refine_variants, refine_top, refine_flip):
     """Evaluate features of STORE's query and gallery images with the store's protocols."""
     from reidkit.store import open_store
 
+    rank_settings = check_rank_options(ranks, ranks_queries, ranks_k, ranks_out, refine_run)
+    if refine_run and aqe:
+        raise click.UsageError("--refine scores with cosine similarity and no query expansion")
     opened = open_store(store)
+    aqe_settings = {"k": aqe_k, "alpha": aqe_alpha} if aqe else None
+    if aqe or rank_settings:  # before any model is loaded or feature extracted
+        from reidkit.evaluation.query_expansion import check_protocol
+        from reidkit.evaluation.ranked_lists import check_queries
+
+        for p in _selected(opened, protocols):
+            if aqe:
+                check_protocol(p)
+        if rank_settings:
+            check_queries(opened, _selected(opened, protocols), rank_settings["queries"])
     if device != "cpu":
         from reidkit.devices import check_device
 
@@ -237,7 +305,33 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         return
     settings = {"k1": k1, "k2": k2, "lambda": lambda_} if rerank else None
     run_evaluation(opened, features, index, protocols, distance, settings, device, seed, as_json, plot,
-                   source=feature_source(checkpoint, features_path), model=model, recorded_best=recorded)
+                   source=feature_source(checkpoint, features_path), model=model, recorded_best=recorded,
+                   aqe=aqe_settings, verification=verification, ranks=rank_settings, ranks_out=ranks_out)
+
+
+def check_rank_options(ranks, ranks_queries, ranks_k, ranks_out, refine_run=None) -> dict | None:
+    """The ranked-list settings ({n, k, queries}) or None; usage errors for inconsistent options."""
+    from reidkit.errors import ReidkitError
+    from reidkit.evaluation.ranked_lists import parse_queries
+
+    try:
+        queries = parse_queries(ranks_queries)
+    except ReidkitError as exc:
+        raise click.UsageError(str(exc)) from None
+    wanted = ranks is not None or queries is not None
+    if wanted and ranks_out is None:
+        raise click.UsageError("--ranks / --ranks-queries need --ranks-out FILE.png (where the ranked lists are drawn)")
+    if ranks_out is not None and not wanted:
+        raise click.UsageError("--ranks-out needs --ranks N (the worst N queries by AP) or --ranks-queries i,j,k")
+    if not wanted:
+        return None
+    if refine_run:
+        raise click.UsageError("--ranks / --ranks-queries are not available with --refine")
+    if ranks is not None and queries is not None and ranks != len(queries):
+        raise click.UsageError(f"--ranks {ranks} but --ranks-queries names {len(queries)} queries: give one, or make them agree")
+    if not Path(ranks_out).parent.is_dir():
+        raise click.UsageError(f"the folder of --ranks-out does not exist: {Path(ranks_out).parent}")
+    return {"n": len(queries) if queries is not None else ranks, "k": ranks_k, "queries": queries}
 
 
 def feature_source(checkpoint=None, features_path=None) -> str | None:

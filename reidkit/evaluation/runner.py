@@ -16,7 +16,7 @@ def eval_indices(store, protocols=None) -> np.ndarray:
 
 
 def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, refine=None, rerank=None, num_workers=0,
-                    device=None, flip=None):
+                    device=None, flip=None, ranks=None):
     """Extract query + gallery features of every protocol and score them, optionally with DLCR refinement.
 
     ``device``: where distances, ranking and re-ranking's k-NN pass run; default: the model's device
@@ -27,6 +27,9 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
 
     ``flip``: test-time flip without refinement; default the runner's (a run's ``test_flip``). Every result
     records the flip used (``flip``).
+
+    ``ranks``: None or ranked-list settings ({n, k, queries}: ranked_lists.py), without refinement: each result
+    then holds ``ranked_lists`` (a second pass over the distances; see ``evaluate_features``).
     """
     from reidkit.evaluation import evaluate_store
     from reidkit.evaluation.refinement import DEFAULTS, check_refinable, evaluate_refined
@@ -47,7 +50,10 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
                                index, device=str(getattr(runner, "device", None) or "cpu"))
     if rank_and_world()[0] != 0:
         return {}
-    if refine_run is None:
+    if refine_run is None and ranks:
+        results = evaluate_features(store, features, index, protocols, rerank=rerank, ranks=ranks,
+                                    device=str(device or getattr(runner, "device", None) or "cpu"))
+    elif refine_run is None:
         results = evaluate_store(store, features, index, protocols=protocols, rerank=rerank,
                                  device=str(device or getattr(runner, "device", None) or "cpu"))
     else:
@@ -55,3 +61,61 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
     for r in results.values():
         r["flip"] = flip  # which test features these numbers come from
     return results
+
+
+def evaluate_features(store, features, index, protocols=None, distance="cosine", rerank=None, aqe=None, verification=False,
+                      ranks=None, device="cpu", seed=0, max_rank=50, on_rows=None) -> dict:
+    """``evaluate_store`` (same metrics, protocol by protocol) with the optional extras of ``reidkit eval``.
+
+    ``aqe``: None or {k, alpha} (query_expansion.py): each protocol's query and gallery images are expanded
+    first, then distances, re-ranking and everything below use the expanded features (fast-reid's order).
+    ``verification``: TPR at FPR 1e-4 / 1e-3 / 1e-2 (verification.py; ``tpr_at_fpr``, ``fpr_thresholds``,
+    ``verification_pairs`` in each result), from a second pass over the protocol's distances.
+    ``ranks``: None or {n, k, queries} (ranked_lists.py): ``ranked_lists`` in each result, from that pass.
+    Every result records ``aqe`` (None when off).
+    """
+    from reidkit.evaluation.protocols import evaluate_protocol, normalise_rerank, validate_inputs
+    from reidkit.evaluation.query_expansion import check_protocol, expand_protocol, normalise_aqe
+    from reidkit.evaluation.ranked_lists import check_queries, collector, normalise_ranks
+    from reidkit.evaluation.verification import verify_protocol
+
+    features, row_of, selected = validate_inputs(store, features, index, protocols, distance)
+    rerank, aqe, ranks = normalise_rerank(rerank), normalise_aqe(aqe), normalise_ranks(ranks)
+    if aqe:
+        for p in selected:
+            check_protocol(p)
+    if ranks:
+        check_queries(store, selected, ranks["queries"])
+    results, cache = {}, {}
+    for p in selected:
+        feats, rows = expand_protocol(store, p, features, row_of, aqe, device, cache, on_rows) if aqe else (features, row_of)
+        result = evaluate_protocol(store, p, feats, rows, distance, rerank, device, seed, max_rank, on_rows)
+        result["aqe"] = aqe
+        lists = collector(ranks) if ranks else None
+        extra = verify_protocol(store, p, feats, rows, distance, rerank, device, seed, on_rows, verify=verification,
+                                extra=lists) if (verification or ranks) else None
+        if extra:
+            result.update(extra)
+        if ranks:
+            result["ranked_lists"] = lists.made[0].entries(ranks["n"])
+        results[p.name] = result
+    return results
+
+
+def evaluation_rows(store, protocols, rerank=False, aqe=False, verification=False, ranks=False) -> int:
+    """Rows ``evaluate_features`` reports through ``on_rows``, for a progress bar."""
+    from reidkit.evaluation.protocols import protocol_rows
+    from reidkit.evaluation.query_expansion import protocol_images
+    from reidkit.evaluation.verification import pass_rows
+
+    total, pools = 0, set()
+    for p in protocols:
+        total += protocol_rows(store, p, bool(rerank))
+        if verification or ranks:
+            total += pass_rows(store, p, bool(rerank), bool(verification))
+        if aqe:
+            images = protocol_images(store, p)
+            if images.tobytes() not in pools:
+                pools.add(images.tobytes())
+                total += len(images)
+    return total

@@ -33,6 +33,7 @@ class RunSummary:
     best: dict | None = None  # the best epoch training kept on the test set (RUN/best/best.json), when eval_every was set
     generated: list[GeneratedSummary] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be shown, and why
+    ranked: object = None  # RGB uint8 array: ranked lists of the worst queries (evaluation.ranked_lists), or None
 
     def loss_columns(self) -> list[str]:
         columns = list(self.log[0]) if self.log else []
@@ -78,6 +79,7 @@ def collect_run(run_dir, store_path=None, evaluate=True, device="cpu", sheet_row
             if echo:
                 echo(f"evaluating {summary.name} on {store.path.name}")
             summary.results = evaluate_run(run_dir, store, device)
+            summary.ranked = ranked_picture(store, summary.results)
         else:
             summary.notes.append("no model.safetensors yet: nothing to evaluate")
     for name in config.get("generated") or []:
@@ -100,12 +102,23 @@ def _open_store(path, config, summary):
     return store
 
 
+REPORT_RANKS = {"n": 5, "k": 10, "queries": None}  # the report's ranked lists: the 5 worst queries by AP, top 10
+
+
 def evaluate_run(run_dir, store, device="cpu") -> dict:
-    """The run's model on every protocol of the store (its test_flip, cosine: as 'reidkit eval --checkpoint')."""
+    """The run's model on every protocol of the store (its test_flip, cosine: as 'reidkit eval --checkpoint'),
+    with ranked lists of the worst queries (``REPORT_RANKS``)."""
     from reidkit.evaluation.inference import load_reid_model
     from reidkit.evaluation.runner import evaluate_runner
 
-    return evaluate_runner(load_reid_model(run_dir, device), store)
+    return evaluate_runner(load_reid_model(run_dir, device), store, ranks=REPORT_RANKS)
+
+
+def ranked_picture(store, results):
+    """The ranked-lists picture of ``results`` (as 'reidkit eval --ranks 5 --ranks-out'), or None."""
+    from reidkit.evaluation.ranked_lists import picture
+
+    return picture(store, results or {}, REPORT_RANKS)
 
 
 def _generated(store, name, rows, seed, summary) -> GeneratedSummary:
