@@ -41,7 +41,7 @@ def resolve_features(store, features_path=None, **_sources):
 def json_rows(results: dict) -> list[dict]:
     keys = ("protocol", "rank1", "rank5", "rank10", "mAP", "mINP", "valid_queries", "queries", "gallery", "rule", "unit",
             "gallery_sampling", "trials", "seed", "distance", "rerank", "refine", "refine_settings", "variants", "refined_queries",
-            "flip", "weights", "epoch", "recorded_best", "aqe", "tpr_at_fpr", "fpr_thresholds", "verification_pairs", "cmc",
+            "flip", "weights", "epoch", "evaluated_on", "trained_on", "recorded_best", "aqe", "tpr_at_fpr", "fpr_thresholds", "verification_pairs", "cmc",
             "ranked_lists")
     return [{k: r[k] for k in keys if k in r} for r in results.values()]
 
@@ -110,7 +110,7 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
     with progress_bar(total if show_progress else 0, "evaluating", unit="row") as update:
         results = evaluate_features(store, features, index, [p.name for p in selected], distance, rerank, aqe, verification,
                                     ranks, device, seed, on_rows=lambda n: update(advance=n))
-    annotate(results, model, recorded_best)
+    annotate(results, model, recorded_best, store)
     if ranks and ranks_out:
         from reidkit.evaluation.ranked_lists import draw, normalise_ranks, title_line
 
@@ -132,11 +132,17 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
     return results
 
 
-def annotate(results: dict, model=None, recorded_best=None):
-    """Record in every result which test features were used (flip, weights, epoch) and the training-recorded best."""
+def annotate(results: dict, model=None, recorded_best=None, store=None):
+    """Record in every result which test features were used (flip, weights, epoch), the training-recorded best, the
+    store evaluated and the store(s) the run trained on."""
     for name, r in results.items():
+        if store is not None:
+            r["evaluated_on"] = str(Path(store.path).resolve())
         if model is not None:
             r.update(flip=bool(model.flip), weights=model.weights, epoch=model.epoch)
+            # the store(s) the run trained on, beside the one evaluated (``store``): a cross-dataset test says so
+            stores = model.config.get("store")
+            r["trained_on"] = stores if isinstance(stores, list) else [stores]
         if recorded_best and name in recorded_best.get("metrics", {}):
             r["recorded_best"] = {"epoch": recorded_best["epoch"], "chosen_on": recorded_best.get("chosen_on", "test set"),
                                   "select_protocol": recorded_best["protocol"], **recorded_best["metrics"][name]}
@@ -289,7 +295,7 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
 
         results = evaluate_refined(model, opened, features, index, refine_run, [p.name for p in _selected(opened, protocols)],
                                    variants=refine_variants, top=refine_top, flip=refine_flip)
-        annotate(results, model, recorded)
+        annotate(results, model, recorded, opened)
         for r in results.values():
             r["flip"] = bool(refine_flip)  # refinement's own flip, for query, gallery and variants
         if as_json:

@@ -21,7 +21,7 @@ def parse_batch(value):
 
 
 @click.command("train")
-@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("stores", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--strategy", "--plugin", "plugin", default=None,
               help="Strategy plugin: baseline (BoT), cal (CAL), progressive (DLCR), pretrain (Diffusion-ReID pre-training: exports "
                    "backbone.safetensors for --init-from); --plugin is an alias. [default: baseline]")
@@ -79,13 +79,16 @@ def parse_batch(value):
 @click.option("--set", "sets", multiple=True, help="Any training setting key=value (repeatable; values read as YAML; "
                                                   "nested with a dot: --set backbone.pooling=gem); named options win. [default: none]")
 @json_option
-def train(store, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
+def train(stores, plugin, generated, base, backbone, weights, init_from, epochs, out, config_file, seed, device, batch, ids_per_batch,
           images_per_id, height, width, clip_len, clip_stride, clip_chunk, lr, amp, num_workers, checkpoint_every, keep_checkpoints,
           check_sync, compile_model, eval_every, subset, max_steps_per_epoch, resume, sets, as_json):
     """Train a model: reidkit train STORE --strategy progressive --generated RUN --backbone resnet50 --epochs 60 --out runs/NAME
 
     Defaults follow each strategy's paper (BoT for baseline, CAL for cal and
-    progressive); --config FILE.yaml holds the same settings as keys.
+    progressive); --config FILE.yaml holds the same settings as keys. Several
+    stores (reidkit train A.h5 B.h5 ...) train on the union of their training
+    splits, person ids kept apart per store; the first store's test split is
+    the one evaluated.
     Several processes: torchrun --nproc_per_node 2 $(which reidkit) train ...
     """
     import os
@@ -137,8 +140,11 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     from reidkit.training.config import check_backbone_keys
 
     check_backbone_keys(config["backbone"])  # --backbone may have named another plugin: its settings must fit it too
-    if not Path(store).exists():
-        raise ReidkitError(f"store {store} does not exist (make one with 'reidkit adapt')")
+    for path in stores:
+        if not Path(path).exists():
+            raise ReidkitError(f"store {path} does not exist (make one with 'reidkit adapt')")
+    # several stores: trained on as one, person ids namespaced per store (reidkit.store.union); evaluated on the first
+    store = stores[0] if len(stores) == 1 else list(stores)
     out = Path(out or Path("runs") / config["strategy"])
     from reidkit.errors import disk_full_names
     from reidkit.store.lock import one_writer_per_run_folder
@@ -163,7 +169,7 @@ def train(store, plugin, generated, base, backbone, weights, init_from, epochs, 
     if best:
         say(f"best epoch {best['epoch']} ({best['protocol']} rank-1 {100 * best['rank1']:.1f}%), chosen on the test set, kept in "
             f"{out}/best (the run's result is the last epoch)", as_json)
-    say(f"evaluate: reidkit eval {store} --checkpoint {out}", as_json)
+    say(f"evaluate: reidkit eval {stores[0]} --checkpoint {out}", as_json)
 
 
 def set_options(pairs) -> dict:

@@ -85,7 +85,7 @@ class InTrainingEval(Hook):
         t.stats.eval_started = time.perf_counter()
         every = t.config["eval_every"]
         if every and ((epoch + 1) % int(every) == 0 or epoch + 1 == t.epochs):
-            results = t.evaluator(t.model, t.store, t.config, t.ctx.device)
+            results = t.evaluator(t.model, t.eval_store, t.config, t.ctx.device)
             if t.ctx.main:
                 t.row.update(log_metrics(results))
                 t.best.update(epoch, results, t.model)

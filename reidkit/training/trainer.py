@@ -31,6 +31,7 @@ from reidkit.errors import Preempted, ReidkitError
 from reidkit.interrupts import signal_flag
 from reidkit.pretrained_backbone import load_init
 from reidkit.progress import progress_bar
+from reidkit.store.union import StoreUnion
 from reidkit.training import checkpoint as ckpt
 from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES, default_workers, schedule_warnings
 from reidkit.training.data import BOT_AUGMENT, TrainDataset, build_items, erase_generator
@@ -81,7 +82,7 @@ def prepare_run(store_path, config: dict, out, resume: bool = False, world: int 
     of a folder that holds a run), the training items (images, or video pieces), and the provenance config.yaml records
     (store, its fingerprint, the label map, versions, world size). ``config`` is updated in place unless resuming."""
     out = Path(out)
-    store = open_store(store_path)
+    store = open_training_store(store_path)
     seed = int(config["seed"])
     # what backbone.weights loads (imagenet -> e.g. resnet50.tv_in1k), into config.yaml
     config["backbone"] = {**config["backbone"], "resolved_weights": resolved_weights(config["backbone"])}
@@ -93,6 +94,8 @@ def prepare_run(store_path, config: dict, out, resume: bool = False, world: int 
         raise ReidkitError(f"{out} already holds a training run: use --resume to continue it, or another --out")
     clip_len = int(config.get("clip_len") or 0)
     if clip_len > 0:  # video training: one item per tracklet piece (reidkit.training.video)
+        if isinstance(store, StoreUnion):
+            raise ReidkitError("video training (clip_len > 0) takes one store; several stores are not built for clips")
         check_video_config(config)
         if config.get("subset"):
             raise ReidkitError("subset is not built for video training (clip_len > 0): train on the whole split")
@@ -103,11 +106,27 @@ def prepare_run(store_path, config: dict, out, resume: bool = False, world: int 
     return PreparedRun(out, store, config, seed, resume, checkpoint, items, pieces, clip_len)
 
 
+def open_training_store(store_path):
+    """One store, or several (a list of paths: ``reidkit train A.h5 B.h5``) read as one with namespaced ids."""
+    if isinstance(store_path, (list, tuple)):
+        if len(store_path) > 1:
+            return StoreUnion([open_store(p) for p in store_path])
+        store_path = store_path[0]
+    return open_store(store_path)
+
+
+def store_paths(config: dict) -> list[str]:
+    """The stores a run trained on, as config.yaml records them (one path, or a list)."""
+    stores = config.get("store")
+    return list(stores) if isinstance(stores, list) else [stores]
+
+
 def _record_provenance(config: dict, store_path, store, items, pieces, world: int):
     """The store, its label map and item counts, versions and world size, as config.yaml records them."""
     import torch
 
-    config["store"] = str(Path(store_path).resolve())
+    paths = [str(Path(p).resolve()) for p in (store_path if isinstance(store_path, (list, tuple)) else [store_path])]
+    config["store"] = paths if len(paths) > 1 else paths[0]
     config["store_fingerprint"] = store.fingerprint
     config["data"] = {"num_classes": items.num_classes, "num_clothes": items.num_clothes,
                       "class_pids": [int(p) for p, _ in sorted(items.label_of_pid.items(), key=lambda kv: kv[1])],
@@ -210,6 +229,8 @@ class Trainer:
         """Everything before the first step, in this order (the order of random draws and of files written)."""
         self.run = prepare_run(self.store_path, self.config, self.out, self.resume, self.ctx.world)
         self.config, self.out, self.store = self.run.config, self.run.out, self.run.store
+        # what in-training evaluation and the best epoch read: the test split of the (first) store
+        self.eval_store = self.store.stores[0] if isinstance(self.store, StoreUnion) else self.store
         self.build()
         self.start_epoch, state = restore(self.run, self.model, self.optimizer, self.scheduler, self.side_optimizers, self.ctx)
         self.resumed = state if state and state.get("step") is not None else None  # a checkpoint from inside an epoch (SIGTERM)
@@ -253,8 +274,8 @@ class Trainer:
         # the best epoch on the test set so far (eval_every): restored from the checkpoint a resume starts from
         if self.config.get("eval_every") and self.evaluator is None:
             raise ReidkitError("eval_every needs an evaluator: train(..., evaluator=reidkit.evaluation.during_training.TestSetEvaluator())")
-        evaluated = self.evaluator.protocols(self.store, self.config) if self.config.get("eval_every") else []
-        self.best = BestEpoch(self.out, self.config, self.store, self.ctx.main,
+        evaluated = self.evaluator.protocols(self.eval_store, self.config) if self.config.get("eval_every") else []
+        self.best = BestEpoch(self.out, self.config, self.eval_store, self.ctx.main,
                               state.get("selection") if self.start_epoch else None, self.run.checkpoint, evaluated)
         if self.ctx.main:
             ckpt.write_config(self.out, self.config)
@@ -414,7 +435,7 @@ class Trainer:
         barrier(self.ctx)
         folder = self.out / ckpt.CHECKPOINTS / ckpt.folder_name(epoch - 1, stats.steps)
         raise Preempted(f"stopped by SIGTERM at epoch {epoch + 1}, step {stats.steps}; checkpoint {folder} written. "
-                        f"Continue with: reidkit train {self.config['store']} --out {self.out} --resume")
+                        f"Continue with: reidkit train {' '.join(store_paths(self.config))} --out {self.out} --resume")
 
     def hook_states(self) -> dict:
         """What hooks with state (a ``state_dict()`` that returns a dict) keep in a checkpoint, by position."""
