@@ -21,16 +21,10 @@ def resolve_features(store, features_path=None, **_sources):
     checkpoint = _sources.get("checkpoint")
     if features_path is not None and checkpoint is not None:
         raise click.UsageError("give --features FILE or --checkpoint DIR, not both")
-    if checkpoint is not None:
-        from reidkit.evaluation.runner import eval_indices
+    if checkpoint is not None:  # the one path of every evaluation of a model (reidkit.evaluation.runner)
+        from reidkit.evaluation.runner import checkpoint_features
 
-        from reidkit.evaluation.sharded import extract_sharded
-
-        index = eval_indices(store, _sources.get("protocols"))
-        flip, model = _sources.get("flip", True), _sources["model"]
-        # under torchrun/accelerate every rank extracts its share of the rows; all ranks get them all back
-        return extract_sharded(lambda idx: model.extract_source(store, idx, flip=flip, description="test features"), index,
-                               device=str(model.device)), index
+        return checkpoint_features(_sources["model"], store, _sources.get("protocols"), _sources.get("flip", True))
     if features_path is None:
         raise click.UsageError("give --features FILE (an .npz or .h5 with 'features' and 'index') or --checkpoint DIR (a 'reidkit train' run)")
     from reidkit.evaluation.features import load_features

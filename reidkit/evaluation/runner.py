@@ -1,6 +1,8 @@
 """Evaluating a trained model: extract the test features every chosen protocol needs, then score them.
 
-Used by ``reidkit eval --checkpoint``, by evaluation during training and by the demo.
+One path for everyone: :func:`checkpoint_features` extracts (``reidkit eval --checkpoint`` and
+:func:`evaluate_runner`), :func:`evaluate_features` scores (``reidkit eval`` with its extras, and
+:func:`evaluate_runner` for evaluation during training, the report and the demo).
 """
 from __future__ import annotations
 
@@ -13,6 +15,19 @@ def eval_indices(store, protocols=None) -> np.ndarray:
 
     wanted = select_protocols(store, protocols)
     return np.unique(np.concatenate([np.concatenate([store.split(p.query), store.split(p.gallery)]) for p in wanted]))
+
+
+def checkpoint_features(runner, store, protocols=None, flip=None, batch_size=128, num_workers=0):
+    """(features N x D, index N): every query and gallery image the protocols use, through ``runner`` (flipped as
+    ``flip`` says; default the runner's). Under torchrun/accelerate each rank extracts its share; all get them all."""
+    from reidkit.evaluation.sharded import extract_sharded
+
+    index = eval_indices(store, protocols)
+    flip = bool(getattr(runner, "flip", True)) if flip is None else bool(flip)
+    features = extract_sharded(lambda idx: runner.extract_source(store, idx, batch_size=batch_size, num_workers=num_workers,
+                                                                 flip=flip, description="test features"),
+                               index, device=str(getattr(runner, "device", None) or "cpu"))
+    return features, index
 
 
 def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=None, refine=None, rerank=None, num_workers=0,
@@ -31,31 +46,21 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
     ``ranks``: None or ranked-list settings ({n, k, queries}: ranked_lists.py), without refinement: each result
     then holds ``ranked_lists`` (a second pass over the distances; see ``evaluate_features``).
     """
-    from reidkit.evaluation import evaluate_store
     from reidkit.evaluation.refinement import DEFAULTS, check_refinable, evaluate_refined
+    from reidkit.evaluation.sharded import rank_and_world
 
     settings = {**DEFAULTS, **(refine or {})}
     if refine_run is not None:
         check_refinable(store, protocols)  # before extracting anything
-    index = eval_indices(store, protocols)
-    if refine_run is not None:
         flip = bool(settings["flip"])
     elif flip is None:
         flip = bool(getattr(runner, "flip", True))
-    from reidkit.evaluation.sharded import extract_sharded, rank_and_world
-
-    # under torchrun/accelerate each rank extracts its share; rank 0 alone ranks and scores (others get {})
-    features = extract_sharded(lambda idx: runner.extract_source(store, idx, batch_size=batch_size, num_workers=num_workers,
-                                                                 flip=flip, description="test features"),
-                               index, device=str(getattr(runner, "device", None) or "cpu"))
+    features, index = checkpoint_features(runner, store, protocols, flip, batch_size, num_workers)
     if rank_and_world()[0] != 0:
-        return {}
-    if refine_run is None and ranks:
+        return {}  # rank 0 alone ranks and scores
+    if refine_run is None:
         results = evaluate_features(store, features, index, protocols, rerank=rerank, ranks=ranks,
                                     device=str(device or getattr(runner, "device", None) or "cpu"))
-    elif refine_run is None:
-        results = evaluate_store(store, features, index, protocols=protocols, rerank=rerank,
-                                 device=str(device or getattr(runner, "device", None) or "cpu"))
     else:
         results = evaluate_refined(runner, store, features, index, refine_run, protocols=protocols, batch_size=batch_size, **settings)
     for r in results.values():
