@@ -27,8 +27,6 @@ def person_jpegs(count: int, seed: int = 0) -> list[bytes]:
     """LTCC-like crops: heights 300..400, widths 120..160; a smooth body, clothing edges and sensor noise (JPEG q 95)."""
     import cv2
 
-    from reidkit.store.imagecodec import encode_jpeg
-
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
@@ -41,7 +39,8 @@ def person_jpegs(count: int, seed: int = 0) -> list[bytes]:
         img[body & (yy >= h * 0.55)] = legs
         img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
         img = cv2.GaussianBlur(img, (0, 0), 0.7)
-        out.append(encode_jpeg(img, 95))
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out.append(buf.tobytes())
     return out
 
 
