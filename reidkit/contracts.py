@@ -251,7 +251,7 @@ CONTRACTS = {
                            required=("build_heads", "loss", "lr_factor", "variant_limit"),
                            optional={"separate_optimizers": _empty, "auxiliary_losses": _empty, "on_checkpoint": _nothing,
                                      "defaults_for": None, "needs_generated": False, "hooks": _no_hooks,
-                                     "epoch_settings": (), "schedule_warnings": None},
+                                     "epoch_settings": (), "schedule_warnings": None, "resumable_settings": ()},
                            must_be_class=False),
     "commands": Contract("command", "click.Command", has_settings=False, must_be_class=False),
 }

@@ -54,7 +54,7 @@ def test_train_set_options_reach_the_config():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--set", "sampler=random"], "setting 'sampler' from option --set sampler: expected one of cal, bot, got 'random'"),
+    (["--set", "sampler=random"], "setting 'sampler' from option --set sampler: expected one of cal, bot, multigallery, got 'random'"),
     (["--set", "backbone.embeding_dim=512"], "unknown backbone setting(s) in option --set backbone"),
     (["--set", "learning_rate=0.1"], "unknown setting(s) in option: learning_rate"),
 ])

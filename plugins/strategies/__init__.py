@@ -14,3 +14,5 @@ def register_strategies(register):
     register("progressive", ProgressiveStrategy)
     from reidkit.plugins.strategies.pretrain import PretrainStrategy  # noqa: E402  (Diffusion-ReID pre-training)
     register("pretrain", PretrainStrategy)
+    from reidkit.plugins.strategies.cluster_contrast import ClusterContrastStrategy  # noqa: E402  (USL / UDA, methods.md 2.1)
+    register("cluster-contrast", ClusterContrastStrategy)

@@ -24,6 +24,16 @@ Differences from the dense code, by design: neighbour ties are broken by the
 lower item index (the dense code's argsort order among exactly equal
 distances is unspecified); a row whose maximum distance is 0 is left unscaled
 instead of dividing by zero.
+
+Cluster Contrast's Jaccard distance (its ``compute_jaccard_distance``, used to
+cluster one set of training features) is the same encoding with three
+differences, each a parameter here: one set that is both the queries and the
+gallery (``g_feats=None``); k-NN lists of ``neighbours`` = k1 entries, the item
+itself included, instead of k1 + 1; weights exp(-d^2) of the squared distance
+itself (``scaled=False``: no division by the row's maximum; with
+``metric="euclidean"`` on L2-normalised features d^2 = 2 - 2 cos); and
+``lambda_=0`` (no mixing with the original distance). The defaults keep the
+standard code's results.
 """
 from __future__ import annotations
 
@@ -424,14 +434,25 @@ class KReciprocal:
     """Re-ranked query x gallery distances, produced a query chunk at a time."""
 
     def __init__(self, q_feats, g_feats, k1=20, k2=6, lambda_=0.3, metric="cosine", device="cpu", rows=None,
-                 progress=None):
+                 progress=None, neighbours=None, scaled=True):
+        """``g_feats=None``: one set, its items both the queries and the gallery (N x N distances).
+        ``neighbours``: entries of each k-NN list the k-reciprocal sets are read from, the item itself included
+        (None: k1 + 1, the standard code's; Cluster Contrast's: k1). ``scaled``: original distances divided by
+        their row's maximum (the standard code), or not (Cluster Contrast's weights exp(-d^2))."""
         self.k1, self.k2, self.lambda_ = int(k1), int(k2), float(lambda_)
-        self.nq, self.ng = len(q_feats), len(g_feats)
-        feats = np.concatenate([np.asarray(q_feats), np.asarray(g_feats)], axis=0)
+        one_set = g_feats is None
+        feats = np.asarray(q_feats) if one_set else np.concatenate([np.asarray(q_feats), np.asarray(g_feats)], axis=0)
         self.n = len(feats)
+        self.nq = len(q_feats)
+        self.g0 = 0 if one_set else self.nq  # the gallery's first item
+        self.ng = self.n - self.g0
         self.computer = DistanceComputer(feats, metric, device)
         self.rows = rows
-        knn, self.row_max, knn_d2 = _knn_pass(self.computer, feats, max(self.k1 + 1, self.k2), rows, progress)
+        width = self.k1 + 1 if neighbours is None else int(neighbours)
+        knn, self.row_max, knn_d2 = _knn_pass(self.computer, feats, max(width, self.k2), rows, progress)
+        if not scaled:
+            self.row_max = np.ones(self.n)  # original distances as they are: d^2 itself
+        self.width = width
         v = self._weights(knn, knn_d2)
         if self.k2 != 1:
             v = self._expand(v, knn[:, : self.k2])
@@ -447,7 +468,7 @@ class KReciprocal:
         parts = []
         for s in range(0, self.n, chunk):
             rows = np.arange(s, min(self.n, s + chunk))
-            sets = _expansion_sets(knn, self.k1, rows)
+            sets = _expansion_sets(knn[:, : self.width], self.k1, rows)
             r, c = np.nonzero(sets >= 0)
             cols = sets[r, c]
             i = rows[r]
@@ -474,7 +495,7 @@ class KReciprocal:
 
     def _index_gallery(self):
         """Column-major view of the gallery rows of V, for the Jaccard min-sum."""
-        g = self.v.gather(np.arange(self.nq, self.n))
+        g = self.v.gather(np.arange(self.g0, self.n))
         g_row, cols, vals = g
         order = np.argsort(cols, kind="stable")
         self.col_ptr = np.searchsorted(cols[order], np.arange(self.n + 1))
@@ -504,7 +525,7 @@ class KReciprocal:
                                minlength=len(q_rows) * self.ng)
         shared = np.flatnonzero(temp_min)  # flat (query, gallery) positions in the block, sorted
         temp_min = temp_min[shared]
-        d = self.computer.block_tensor(self.feats[start:stop], slice(self.nq, self.n))
+        d = self.computer.block_tensor(self.feats[start:stop], slice(self.g0, self.n))
         at = torch.as_tensor(shared, device=d.device)
         original = d.view(-1)[at].cpu().numpy().astype(np.float64) ** 2 / self.row_max[start + shared // self.ng]
         scale = torch.as_tensor(self.lambda_ / self.row_max[start:stop], dtype=d.dtype, device=d.device)

@@ -46,6 +46,13 @@ RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_every", "checkpoin
                      "keep_checkpoints", "log_every_steps", "check_sync", "compile"}
 
 
+def resumable_changes(config: dict) -> set:
+    """Settings that may change between a run and its --resume: the common ones and its strategy's
+    ``resumable_settings`` (a clustering strategy's eps after its clusters collapsed)."""
+    factory = strategy_factory(config.get("strategy", "baseline"))
+    return RESUMABLE_CHANGES | set(STRATEGY.optional_member(factory, "resumable_settings"))
+
+
 def default_workers() -> int:
     """DataLoader workers when ``num_workers`` is not set: min(8, the CPUs this process may use / the processes
     started on this machine (LOCAL_WORLD_SIZE under torchrun / accelerate))."""

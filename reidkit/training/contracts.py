@@ -87,6 +87,8 @@ class Strategy(Protocol):
       epochs (0-based) or lists of them: ``scale_schedule`` scales them and a
       value past the run's last epoch is warned about; ``schedule_warnings(config)``
       (static) words those warnings itself.
+    - ``resumable_settings`` (class attribute): its settings that may change on
+      ``--resume`` (beside reidkit's own: epochs, device, workers, ...).
 
     Every setting the engine reads (epochs, lr, weight_decay, ids_per_batch,
     images_per_id, height, width, sampler, augment, test_flip, backbone, ...)

@@ -12,10 +12,25 @@ remainder of fewer than K is left out). Then:
   that still have groups, until fewer than P have; the largest persons'
   remaining groups are left out.
 
+- ``multigallery`` (Cluster Contrast's RandomMultipleGallerySampler, for its
+  pseudo-persons): the persons in a random order, each once per pass; each
+  gives one random anchor image and K - 1 partners drawn from its images in
+  *other cameras* than the anchor's (without replacement when at least K
+  are there, else with), or, when it has none in another camera, from its
+  other images (the same rule); a person with a single image gives that
+  image alone. The groups are laid end to end and cut into batches of P x K
+  images (the last partial batch of a pass dropped), so a group may straddle
+  two batches; passes follow one another, each seeded from (seed, epoch,
+  pass), until ``min_batches`` batches are planned (the epoch's steps: the
+  reference's 200 iterations draw from as many passes as they need). It needs
+  each item's camera (``cameras``) and skips items labelled -1.
+
 P x K is the global batch of one optimiser step: under torchrun each of W
 ranks takes every W-th group of it (CAL's DistributedRandomIdentitySampler
 deals groups to ranks the same way), so the ranks together see exactly the
 single process's batch, with the same pairing and augmentation seeds.
+``multigallery`` batches are dealt the same way, as P consecutive slices of
+K images.
 """
 from __future__ import annotations
 
@@ -24,7 +39,7 @@ import numpy as np
 from reidkit.errors import ReidkitError
 from reidkit.training.data import GENERATED, REAL, TrainItems
 
-KINDS = ("cal", "bot")
+KINDS = ("cal", "bot", "multigallery")
 
 
 class IdentityBatchSampler:
@@ -37,13 +52,17 @@ class IdentityBatchSampler:
     variant: its slot holds ``i``'s image, masked out of the losses), so paired batches always hold 2 x P x K rows.
     """
 
-    def __init__(self, items: TrainItems, p: int, k: int, seed: int, variant_limit=None, rank=0, world=1, kind="bot"):
+    def __init__(self, items: TrainItems, p: int, k: int, seed: int, variant_limit=None, rank=0, world=1, kind="bot",
+                 cameras=None, min_batches=None):
         self.items, self.p, self.k, self.seed = items, int(p), int(k), int(seed)
         self.variant_limit = variant_limit
         self.rank, self.world = int(rank), int(world)
         self.kind = kind
         self.epoch = 0
         self._cache = None
+        # multigallery: each item's camera, and the batches an epoch plans at least (passes repeat until then)
+        self.cameras = None if cameras is None else np.asarray(cameras)
+        self.min_batches = min_batches
         if kind not in KINDS:
             raise ReidkitError(f"sampler must be one of {', '.join(KINDS)} (got {kind!r})")
         if self.p % self.world:
@@ -118,13 +137,50 @@ class IdentityBatchSampler:
             alive = [c for c in alive if groups[c]]
         return out
 
+    def _multigallery_pass(self, rng, pool_mask) -> list:
+        """One pass of Cluster Contrast's RandomMultipleGallerySampler: every person once, in a random order, as an
+        anchor and K - 1 partners preferring other cameras; the groups end to end, cut into batches of P x K
+        images (P slices of K), the last partial batch dropped."""
+        it, k = self.items, self.k
+        stream = []
+        for c in rng.permutation(it.num_classes):
+            members = np.flatnonzero(pool_mask & (it.label == c))
+            if len(members) == 0:
+                continue
+            anchor = members[rng.integers(len(members))]
+            others = members[self.cameras[members] != self.cameras[anchor]]
+            if len(others) == 0:  # no image in another camera: any other image of the person
+                others = members[members != anchor]
+            stream.append([anchor])
+            if len(others):
+                stream.append(rng.choice(others, k - 1, replace=len(others) < k))
+        flat = np.concatenate(stream) if stream else np.zeros(0, np.int64)
+        size = self.p * k
+        return [list(flat[i:i + size].reshape(self.p, k)) for i in range(0, len(flat) - size + 1, size)]
+
+    def _multigallery_batches(self, epoch, pool_mask) -> list:
+        """Passes seeded from (seed, epoch, pass) until ``min_batches`` batches (one pass when it is None)."""
+        if self.cameras is None or len(self.cameras) != len(self.items.kind):
+            raise ReidkitError("sampler 'multigallery' needs each training item's camera; it is set by the "
+                               "cluster-contrast strategy (use sampler cal or bot with other strategies)")
+        out = []
+        for n in range(1 << 20):
+            batches = self._multigallery_pass(np.random.default_rng([self.seed, epoch, n]), pool_mask)
+            out += batches
+            if not batches or self.min_batches is None or len(out) >= int(self.min_batches):
+                break
+        return out
+
     def _plan(self, epoch):
         rng = np.random.default_rng([self.seed, epoch])
         limit = self.limit_at(epoch)
         it = self.items
         pool_mask = it.kind == REAL if limit is not None or it.num_variants == 0 else np.ones(len(it.kind), bool)
-        groups = self._person_groups(rng, pool_mask)
-        planned = self._cal_batches(groups, rng) if self.kind == "cal" else self._bot_batches(groups, rng)
+        if self.kind == "multigallery":
+            planned = self._multigallery_batches(epoch, pool_mask)
+        else:
+            groups = self._person_groups(rng, pool_mask)
+            planned = self._cal_batches(groups, rng) if self.kind == "cal" else self._bot_batches(groups, rng)
         mine = np.arange(self.rank, self.p, self.world)  # this rank's groups of every global batch
         out = []
         for batch_groups in planned:

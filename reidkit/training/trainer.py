@@ -33,7 +33,7 @@ from reidkit.pretrained_backbone import load_init
 from reidkit.progress import progress_bar
 from reidkit.store.union import StoreUnion
 from reidkit.training import checkpoint as ckpt
-from reidkit.training.config import DERIVED_KEYS, RESUMABLE_CHANGES, default_workers, schedule_warnings
+from reidkit.training.config import DERIVED_KEYS, default_workers, resumable_changes, schedule_warnings
 from reidkit.training.data import BOT_AUGMENT, TrainDataset, build_items, erase_generator
 from reidkit.training.distributed import barrier, setup, teardown
 from reidkit.training.hooks import Checkpointer, Hook, build_hooks
@@ -57,7 +57,7 @@ def check_resume(out: Path, config: dict, store) -> dict:
     if saved.get("store_fingerprint") != store.fingerprint:
         raise ReidkitError(f"{out} was trained on another store (fingerprint {saved.get('store_fingerprint')}); cannot resume on {store.path}")
     for key, value in config.items():
-        if key not in RESUMABLE_CHANGES and key in saved and saved[key] != value and key not in DERIVED_KEYS:
+        if key not in resumable_changes(config) and key in saved and saved[key] != value and key not in DERIVED_KEYS:
             raise ReidkitError(f"--resume: setting '{key}' was {saved[key]!r} in {out}, now {value!r} (resume with the same settings)")
     return saved
 
@@ -89,7 +89,7 @@ def prepare_run(store_path, config: dict, out, resume: bool = False, world: int 
     checkpoint = ckpt.latest_checkpoint(out)
     if resume:
         saved = check_resume(out, config, store)
-        config = {**saved, **{k: v for k, v in config.items() if k in RESUMABLE_CHANGES}}
+        config = {**saved, **{k: v for k, v in config.items() if k in resumable_changes(config)}}
     elif checkpoint is not None:
         raise ReidkitError(f"{out} already holds a training run: use --resume to continue it, or another --out")
     clip_len = int(config.get("clip_len") or 0)
@@ -214,6 +214,7 @@ class Trainer:
         self.set_up()
         self.call("before_train")
         for epoch in range(self.start_epoch, self.epochs):
+            self.row_extra = {}  # what hooks add to the epoch's log row (a clustering strategy's cluster count)
             self.call("before_epoch", epoch)
             self.run_epoch(epoch)
             self.call("after_epoch", epoch)
@@ -256,7 +257,7 @@ class Trainer:
         torch.manual_seed(run.seed)
         self.model, self.strategy = build_model(config, run.items.num_classes, run.items.num_clothes, run.items.clothes_of_class,
                                                 start_weights=not run.resume)  # a resumed run loads its own weights
-        if config.get("init_from"):  # a pre-trained backbone export (reidkit train --init-from); resume overrides it
+        if config.get("init_from") and not (run.resume and run.checkpoint is not None):  # a resume loads its own weights
             load_init(self.model.backbone, config["init_from"])
         self.model.to(device)
         self.separate = STRATEGY.optional_member(self.strategy, "separate_optimizers")(self.model.heads)
@@ -309,7 +310,8 @@ class Trainer:
         run, config, ctx = self.run, self.config, self.ctx
         self.sampler = IdentityBatchSampler(run.items, config["ids_per_batch"], config["images_per_id"], run.seed,
                                             variant_limit=self.strategy.variant_limit, rank=ctx.rank, world=ctx.world,
-                                            kind=config.get("sampler", "bot"))
+                                            kind=config.get("sampler", "bot"), cameras=self.training_cameras(),
+                                            min_batches=self.max_steps or config.get("max_steps_per_epoch"))
         self.augment_settings = {**BOT_AUGMENT, **(config.get("augment") or {})}
         kernel = run_kernel(config)  # a run resumed from before the `resize` setting keeps OpenCV's bilinear
         if run.pieces is not None:
@@ -321,6 +323,17 @@ class Trainer:
         self.workers = default_workers() if config.get("num_workers") is None else int(config["num_workers"])
         self.epochs = int(config["epochs"])
         self.open_loader(self.start_epoch, self.resumed_steps(self.start_epoch))
+
+    def training_cameras(self):
+        """Each training item's camera (its source's, for a generated one): the multigallery sampler's partners; None
+        for video pieces."""
+        import numpy as np
+
+        if self.run.pieces is not None:
+            return None
+        items = self.run.items
+        real = np.flatnonzero(items.kind == 0)
+        return np.asarray(self.store.camera)[items.ref[real]][items.source]
 
     def resumed_steps(self, epoch: int) -> int:
         """Steps of ``epoch`` already trained by the checkpoint this run resumed from (0 unless it stopped inside it)."""
@@ -457,6 +470,6 @@ class Trainer:
         totals = self.meter.read(epoch)
         stats.seconds = time.perf_counter() - stats.t0
         lr = self.optimizer.param_groups[0]["lr"]
-        return {"epoch": epoch + 1, "lr": lr, **{k: round(v / stats.steps, 6) for k, v in totals.items()},
+        return {"epoch": epoch + 1, "lr": lr, **{k: round(v / stats.steps, 6) for k, v in totals.items()}, **self.row_extra,
                 "images": stats.images, "seconds": round(stats.seconds, 3), "images_per_s": round(stats.images / stats.seconds, 2),
                 "data_wait_share": round(stats.wait / stats.seconds, 4), "variant_pool": self.sampler.limit() or 0}
