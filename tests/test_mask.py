@@ -133,3 +133,25 @@ def test_heuristic_mask_does_not_depend_on_what_was_masked_before(tmp_path):
         masker.label_map(im)
     assert np.array_equal(masker.label_map(images[5]), alone)
     assert np.array_equal(masker.label_maps(images[::-1])[0], alone)
+
+
+def test_a_mask_set_has_one_writer_whether_mask_or_expand_writes_it(world, tmp_path):
+    """The lock is taken by the library function that writes the set (ensure_masks), so 'mask' and 'expand' alike are
+    refused while another process writes it, and a run that only reads a finished set takes no lock."""
+    import shutil
+
+    from reidkit.store.lock import one_writer_per_mask_set
+    from tests.helpers import one_error_line
+
+    store = tmp_path / "w.h5"
+    shutil.copy(world, store)
+    with one_writer_per_mask_set(store, "heuristic"):  # another process writing the heuristic mask set
+        line = one_error_line(run_console("mask", store, "--masker", "heuristic"))
+        assert "mask set 'heuristic'" in line
+        r = run_console("expand", store, "--masker", "heuristic", "--variants", "1", "--limit", "2")
+        assert r.returncode == 1 and "Traceback" not in r.stderr  # (its prompt bank was made first: a progress line)
+        assert "mask set 'heuristic'" in r.stderr.strip().splitlines()[-1]
+    assert run_console("mask", store, "--masker", "heuristic").returncode == 0
+    with one_writer_per_mask_set(store, "heuristic"):  # the set is whole now: reading it needs no lock
+        r = run_console("expand", store, "--masker", "heuristic", "--variants", "1", "--limit", "2")
+        assert r.returncode == 0, r.stderr

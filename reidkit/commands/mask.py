@@ -36,8 +36,8 @@ def mask(store, masker, mask_sets, name, splits, batch_size, device, limit, as_j
     else:
         indices = np.concatenate([opened.split(s)[:limit] for s in chosen])
     overrides = key_values(mask_sets, "--mask-set")
-    with _one_writer(opened, masker, overrides, name):  # a second 'mask' of the same set is refused while this runs
-        mask_set = run_mask(opened, masker, overrides, indices, device=device, batch_size=batch_size, mask_name=name)
+    # run_mask takes the mask set's writer lock: a second 'mask' (or an expand) writing the same set is refused meanwhile
+    mask_set = run_mask(opened, masker, overrides, indices, device=device, batch_size=batch_size, mask_name=name)
     covered = sum(int(i) in mask_set for i in np.unique(indices))
     share = np.mean([mask_set.clothing_mask(i).mean() for i in np.unique(indices)[:: max(1, len(indices) // 50)]])
     say(f"mask set '{mask_set.name}': {covered}/{len(np.unique(indices))} images covered, "
@@ -45,21 +45,3 @@ def mask(store, masker, mask_sets, name, splits, batch_size, device, limit, as_j
     if as_json:
         emit({"mask_set": mask_set.name, "masker": masker, "images": int(len(np.unique(indices))), "covered": int(covered),
               "labels": list(mask_set.labels), "clothing": list(mask_set.clothing), "clothing_share": float(share)})
-
-
-def _one_writer(store, masker, overrides, name):
-    """The mask set's writer lock; none for maskers that only read masks a store already has (nothing is written)."""
-    import contextlib
-
-    from reidkit.contracts import CONTRACTS
-    from reidkit.generation.masking import mask_set_name, masker_plugin
-    from reidkit.store import chunks
-    from reidkit.store.lock import one_writer_per_mask_set
-    from reidkit.store.masks import KIND
-
-    cls, _ = masker_plugin(masker, overrides)
-    if CONTRACTS["maskers"].has(cls, "existing"):
-        return contextlib.nullcontext()
-    set_name = name or mask_set_name(masker, overrides)
-    chunks.part_dir(store, KIND, set_name)  # a name that cannot be a mask set fails here, in its own words
-    return one_writer_per_mask_set(store.path, set_name)

@@ -147,9 +147,7 @@ def train(stores, plugin, generated, base, backbone, weights, init_from, epochs,
     store = stores[0] if len(stores) == 1 else list(stores)
     out = Path(out or Path("runs") / config["strategy"])
     from reidkit.errors import disk_full_names
-    from reidkit.store.lock import one_writer_per_run_folder
-
-    with one_writer_per_run_folder(out), disk_full_names(out):  # one trainer per run folder; a full disk: one line
+    with disk_full_names(out):  # a full disk: one line (the run folder's writer lock is the library function's)
         summary = run_training(store, config, out, resume=resume, evaluator=TestSetEvaluator())
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports for everyone

@@ -14,6 +14,7 @@ from reidkit.generation.contracts import resolve_settings
 from reidkit.generation.parts import open_part, settings_name
 from reidkit.store import chunks
 from reidkit.store.imagecodec import encode_png
+from reidkit.store.lock import one_writer_per_mask_set
 from reidkit.store.masks import KIND, MaskSet
 
 
@@ -48,7 +49,17 @@ def ensure_masks(store, masker: str, overrides: dict | None, indices, *, device:
         raise ReidkitError(f"the store already ships masks named '{name}'; pass another mask name")
     instance = cls(settings, device)
     info = {"masker": masker, "settings": settings, "labels": list(instance.labels), "clothing": list(instance.clothing)}
-    d = chunks.part_dir(store, KIND, name)
+    d = chunks.part_dir(store, KIND, name)  # a name that cannot be a mask set fails here, in its own words
+    if (d / "part.json").is_file():
+        open_part(store, KIND, name, info, must_match=("masker", "settings", "labels", "clothing"))  # settings agree
+        if np.isin(indices, MaskSet.from_file(d, store).index).all():
+            return MaskSet.from_file(d, store)  # nothing to write: readers take no lock
+    with one_writer_per_mask_set(store.path, name):  # one writer per mask set, 'mask' and 'expand' alike
+        return _ensure_computed(store, instance, info, d, name, indices, batch_size, chunk_size, tag, show_progress, masker)
+
+
+def _ensure_computed(store, instance, info, d, name, indices, batch_size, chunk_size, tag, show_progress, masker) -> MaskSet:
+    """The mask set in ``d`` made to cover ``indices`` (its writer lock held)."""
 
     def create():  # an existing mask set's settings must agree; a new one is created with its first chunk
         return open_part(store, KIND, name, info, must_match=("masker", "settings", "labels", "clothing"))

@@ -15,6 +15,7 @@ here stay importable here.
 """
 from __future__ import annotations
 
+from reidkit.store.lock import one_writer_per_run_folder
 from reidkit.training.hooks import EpochLog, log_metrics
 from reidkit.training.step import (LossMeter, _amp_dtype, _close_loader, _cuda_setup, _fused_adam,
                                    _step_side_optimizers, device_batch, make_loader)
@@ -29,5 +30,6 @@ def train(store_path, config: dict, out, resume=False, progress=True, max_steps=
     """Train a model as ``config`` says into ``out``; returns a summary. ``max_steps`` caps each epoch (tests, benchmarks);
     ``timings``: a list that gets one dict of seconds per epoch (loop, data wait, first batch, eval, checkpoint, whole).
     ``evaluator``: what ``eval_every`` calls (``reidkit.evaluation.during_training.TestSetEvaluator()``; needed only then)."""
-    return Trainer(store_path, config, out, resume=resume, progress=progress, max_steps=max_steps, timings=timings,
-                   evaluator=evaluator).train()
+    with one_writer_per_run_folder(out):  # one trainer per run folder, whoever calls this
+        return Trainer(store_path, config, out, resume=resume, progress=progress, max_steps=max_steps, timings=timings,
+                       evaluator=evaluator).train()
