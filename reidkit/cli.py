@@ -29,6 +29,7 @@ BUILTIN_COMMANDS = {
     "export": ("reidkit.commands.export", "export", "Export a trained run's feature extractor (ONNX)."),
     "compact": ("reidkit.commands.compact", "compact", "Rewrite a finished generated run into one chunk file (atomic)."),
     "report": ("reidkit.commands.report", "report", "One HTML page per training run (or comparing runs): curves, results, images."),
+    "import-dlcr": ("reidkit.commands.import_dlcr", "import_dlcr", "Import DLCR's released generated images as a generated run."),
 }
 
 
@@ -133,6 +134,7 @@ INTERRUPTED = {
     "train": "Interrupted: the run folder keeps its last finished checkpoint; rerun the same command with --resume to continue.",
     "expand": "Interrupted: finished work is kept; rerun the same command to resume.",
     "mask": "Interrupted: finished work is kept; rerun the same command to resume.",
+    "import-dlcr": "Interrupted: finished chunks are kept; rerun the same command to resume.",
 }
 
 

@@ -144,7 +144,7 @@ def test_train_strategy_option_and_its_plugin_alias(tmp_path, option):
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "strategy 'progressive' trains with generated images" in r.stderr
     r = run_console("train", store, option, "nope", "--out", tmp_path / "run")
-    assert r.returncode == 1 and "unknown strategy 'nope' (known: baseline, cal, pretrain, progressive" in r.stderr
+    assert r.returncode == 1 and "unknown strategy 'nope' (known: baseline, cal, cluster-contrast, pretrain, progressive" in r.stderr
     assert not (tmp_path / "run").exists()
     shown = " ".join(run_console("train", "--help").stdout.split())
     assert "--strategy, --plugin TEXT" in shown and "--plugin is an alias" in shown
