@@ -24,7 +24,7 @@ epochs_done() { if [ -f "$1/log.csv" ]; then echo $(( $(wc -l < "$1/log.csv") - 
 train_run() {  # OUT EPOCHS ARGS...: train, resume an interrupted run, or reuse a finished one
   local out="$1" epochs="$2"; shift 2
   if [ "$(epochs_done "$out")" -ge "$epochs" ]; then return; fi
-  local resume=(); [ -f "$out/state.pt" ] && resume=(--resume)
+  local resume=(); [ -f "$out/config.yaml" ] && resume=(--resume)  # an interrupted run continues
   "$RK" train "$@" --epochs "$epochs" --out "$out" "${resume[@]}" "${COMMON[@]}"
 }
 # A: the benchmark we evaluate on (world seed 0). Source worlds: other people (other seeds).
@@ -43,6 +43,7 @@ done
 [ -f "$W/pre-$TAG.h5" ] || "$RK" pretrain-store "${SOURCES[@]}" --run "pre-$GEN" --with-real --eval-store "$W/a.h5" --out "$W/pre-$TAG.h5"
 PRE="$W/pretrain-$TAG-s$PT_SEED"
 train_run "$PRE" "$PT" "$W/pre-$TAG.h5" --plugin pretrain --steps-per-epoch "$PT_STEPS" --seed "$PT_SEED"
+[ "$FT" -gt 0 ] || exit 0  # FT_EPOCHS 0: the stores and the pre-training only (scripts/pretrain_settings.sh)
 for init in random pretrained; do
   if [ "$init" = pretrained ]; then out="$W/ft-pretrained-$TAG-p$PT_SEED-s$FT_SEED"; extra=(--init-from "$PRE")
   else out="$W/ft-random-s$FT_SEED"; extra=(); fi
