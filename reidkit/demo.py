@@ -88,10 +88,13 @@ def contact_sheet(store, run, path: Path, rows=6, seed=0):
     return write_sheet(kept_rows(store, run, rows, seed), path)
 
 
-def run_demo(out, quick=False, seeds=(0, 1, 2), base="cal", refine=True, workers=0, overrides=None, echo=print) -> dict:
+def run_demo(out, quick=False, seeds=(0, 1, 2), base="cal", refine=True, workers=0, overrides=None, echo=print,
+             on_seed=None) -> dict:
     """Run every stage once per seed; returns {"models": {name: {protocol: mean metrics}}, "spread": ..., "per_seed": ...}.
 
     The world is the embedded default (world seed 0); each seed draws its own expansion, query variants and training.
+    ``on_seed(seed, models, seconds)``: called after each seed's evaluation with that seed's results (the command
+    prints the first seed's table at once, minutes before the spread over all seeds is known).
     """
     from reidkit import open_store
     from reidkit.evaluation.inference import load_reid_model
@@ -143,6 +146,8 @@ def run_demo(out, quick=False, seeds=(0, 1, 2), base="cal", refine=True, workers
                 results[f"{name} + refinement"] = evaluate_runner(runner, store, protocols=list(PROTOCOLS), refine_run=queries)
         timings["evaluate"] = timings.get("evaluate", 0.0) + time.perf_counter() - t
         per_seed[seed] = {n: {p: {k: r[p][k] for k in METRICS} for p in PROTOCOLS} for n, r in results.items()}
+        if on_seed is not None:
+            on_seed(seed, per_seed[seed], time.perf_counter() - t0)
     mean, spread = aggregate(per_seed)
     files = [contact_sheet(store, store.run(f"recolor-k{s['variants']}-s{seeds[0]}"), out / "contact_sheet.png", seed=seeds[0])]
     for protocol in PROTOCOLS:

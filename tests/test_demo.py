@@ -14,6 +14,9 @@ def test_quick_demo_runs_the_whole_story(tmp_path, capsys):
     assert exc.value.code == 0
     printed = capsys.readouterr().out
     assert "without vs with generated data" in printed and "+ expansion" in printed and "±" in printed
+    # the first seed's table comes as soon as that seed is evaluated, the mean over the seeds at the end
+    first, mean = printed.find("(seed 0)"), printed.find("mean ± std over seeds 0, 1")
+    assert 0 <= first < printed.find("seeds 1 follow") < mean
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["models"]) == {"cal", "cal + refinement", "+ expansion", "+ expansion + refinement"}
     for metrics in summary["models"].values():
@@ -27,7 +30,7 @@ def test_quick_demo_runs_the_whole_story(tmp_path, capsys):
     for name in ("contact_sheet.png", "cmc_standard.png", "cmc_cc.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = (out / "runs" / "seed-0" / "expansion" / "config.yaml").read_text()
-    assert "plugin: progressive" in config and "base: cal" in config and "recolor-k2-s0" in config
+    assert "strategy: progressive" in config and "base: cal" in config and "recolor-k2-s0" in config
     log = (out / "runs" / "seed-0" / "expansion" / "log.csv").read_text().splitlines()
     assert len(log) == 3 and int(log[1].split(",")[log[0].split(",").index("variant_pool")]) == 1
     # rerun: everything is reused, nothing retrained

@@ -30,8 +30,14 @@ def demo(out, quick, base, epochs, variants, backbone, ids, lr, no_refine, seeds
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, e.g. 0,1,2; got '{seeds}'", param_hint="--seeds") from None
+    def first_seed(seed, models, seconds):  # its table at once; the mean over every seed follows when all are done
+        if len(seed_list) > 1 and seed == seed_list[0]:
+            print_comparison({"models": models, "seeds": [seed]})
+            click.echo(f"(seed {seed} after {seconds:.0f} s; seeds {', '.join(map(str, seed_list[1:]))} follow, then the "
+                       "mean ± std over all seeds)")
+
     summary = run_demo(out, quick=quick, seeds=seed_list, base=base, refine=not no_refine, workers=num_workers, overrides=overrides,
-                       echo=lambda m: click.echo(m, err=True))
+                       echo=lambda m: click.echo(m, err=True), on_seed=first_seed)
     print_comparison(summary)
     click.echo(f"results: {out}/results.json; contact sheet and CMC plots: " + ", ".join(summary["files"]))
     click.echo(f"total {summary['seconds']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items()) + ")")
