@@ -30,6 +30,8 @@ BUILTIN_COMMANDS = {
     "compact": ("reidkit.commands.compact", "compact", "Rewrite a finished generated run into one chunk file (atomic)."),
     "report": ("reidkit.commands.report", "report", "One HTML page per training run (or comparing runs): curves, results, images."),
     "import-dlcr": ("reidkit.commands.import_dlcr", "import_dlcr", "Import DLCR's released generated images as a generated run."),
+    "import-checkpoint": ("reidkit.commands.import_checkpoint", "import_checkpoint",
+                          "A CAL/DLCR, BoT, fast-reid or torchreid checkpoint as a reidkit run."),
 }
 
 

@@ -65,6 +65,8 @@ def resolve_run(run) -> tuple[Path, dict]:
 
     run = Path(run)
     checkpoint = latest_checkpoint(run)
+    if checkpoint is None and (run / MODEL_FILE).is_file():  # an imported run (import-checkpoint): weights at the top
+        checkpoint = run
     if checkpoint is None or not (checkpoint / MODEL_FILE).is_file():
         raise ReidkitError(f"--init-from {run}: the run has no complete checkpoint yet (train it for at least one epoch)")
     config = read_config(run)

@@ -6,6 +6,7 @@ from pathlib import Path
 from reidkit.errors import ReidkitError
 
 POOLINGS = ("avg", "max", "maxavg", "gem")
+STEM_POOLS = ("max", "max-ceil")  # torchvision/timm's padded max pooling; fast-reid's ceil-mode one
 HUB_WEIGHTS = ("imagenet", "hub")  # weights: imagenet (alias hub) = the model's ImageNet tag below, through timm's hub loading
 # The Re-ID references (BoT, CAL, DLCR) start ResNets from torchvision's ImageNet weights, published by timm as
 # *.tv_in1k; timm's own default tags differ (resnet50 -> resnet50.a1_in1k, another training recipe). Any other
@@ -33,11 +34,13 @@ def resolve_weights(model="resnet50", weights=None):
 
 
 def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="avg", embedding_dim=0, bnneck=True,
-                        bnneck_shift=False, bnneck_weight_std=0.0,
+                        bnneck_shift=False, bnneck_weight_std=0.0, stem_relu=True, stem_pool="max",
                         model_args=None):
     """Return a ``TimmReidBackbone`` (see ``reidkit.training.contracts.Backbone``).
 
-    ``model_args`` go to ``timm.create_model`` (e.g. ``img_size: [256, 128]`` for ViTs).
+    ``model_args`` go to ``timm.create_model`` (e.g. ``img_size: [256, 128]`` for ViTs). ``stem_relu`` /
+    ``stem_pool`` hold other projects' ResNet stems (``reidkit import-checkpoint``): BoT's has no ReLU after its
+    first BN; fast-reid's pools with ``max-ceil`` (3 x 3, stride 2, no padding, ceil mode).
     """
     import torch
     from torch import nn
@@ -46,6 +49,8 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
 
     if pooling not in POOLINGS:
         raise ReidkitError(f"unknown pooling '{pooling}' (expected one of: {', '.join(POOLINGS)})")
+    if stem_pool not in STEM_POOLS:
+        raise ReidkitError(f"unknown stem_pool '{stem_pool}' (expected one of: {', '.join(STEM_POOLS)})")
     if not timm.list_models(model) and not timm.is_model(model):
         raise ReidkitError(f"timm has no model '{model}' (see timm.list_models(), e.g. resnet18, resnet50)")
     pretrained = weights in HUB_WEIGHTS
@@ -74,6 +79,8 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
         _load_weights(trunk, Path(weights))
     if int(last_stride) == 1:
         _set_last_stride_one(trunk)
+    if not stem_relu or stem_pool != "max":
+        _set_stem(trunk, model, bool(stem_relu), stem_pool)
 
     class TimmReidBackbone(nn.Module):
         def __init__(self):
@@ -120,6 +127,18 @@ def build_timm_backbone(model="resnet50", weights=None, last_stride=1, pooling="
             return feat, self.neck(feat)
 
     return TimmReidBackbone()
+
+
+def _set_stem(trunk, model: str, relu: bool, pool: str):
+    """Another project's ResNet stem: no ReLU after the first BN (BoT), or fast-reid's ceil-mode max pooling."""
+    from torch import nn
+
+    if not isinstance(getattr(trunk, "maxpool", None), nn.MaxPool2d) or not hasattr(trunk, "act1"):
+        raise ReidkitError(f"stem_relu / stem_pool apply to ResNets with a max-pooled stem, not to '{model}'")
+    if not relu:
+        trunk.act1 = nn.Identity()
+    if pool == "max-ceil":
+        trunk.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
 
 
 def _is_download_error(exc) -> bool:
