@@ -46,7 +46,7 @@ def export_onnx(run_dir, out, flip=True, opset=18) -> dict:
         "mean": ",".join(f"{m:.3f}" for m in MEAN), "std": ",".join(f"{s:.3f}" for s in STD),
         "resize": runner.kernel,  # resize images to the input size as the run did (reidkit.training.resizing)
         "output": "features: N x D float32 (after the BNNeck" + (", averaged with the mirrored image)" if flip else ")"),
-        "strategy": str(runner.config.get("plugin")), "backbone": str(runner.config["backbone"].get("model")),
+        "strategy": str(runner.config.get("strategy")), "backbone": str(runner.config["backbone"].get("model")),
         "store_fingerprint": str(runner.config.get("store_fingerprint")), "run": Path(run_dir).resolve().name,
     }
     batch = torch.export.Dim("batch", min=1, max=4096)
