@@ -27,11 +27,12 @@ BUILTIN_COMMANDS = {
     "pretrain-store": ("reidkit.commands.pretrain_store", "pretrain_store", "Build a pre-training store from generated runs (leakage-guarded)."),
     "demo": ("reidkit.commands.demo", "demo", "Run the whole story on the synthetic world, no downloads."),
     "export": ("reidkit.commands.export", "export", "Export a trained run's feature extractor (ONNX)."),
+    "import-checkpoint": ("reidkit.commands.import_checkpoint", "import_checkpoint",
+                          "A CAL/DLCR, BoT, fast-reid or torchreid checkpoint as a reidkit run."),
     "compact": ("reidkit.commands.compact", "compact", "Rewrite a finished generated run into one chunk file (atomic)."),
     "report": ("reidkit.commands.report", "report", "One HTML page per training run (or comparing runs): curves, results, images."),
     "import-dlcr": ("reidkit.commands.import_dlcr", "import_dlcr", "Import DLCR's released generated images as a generated run."),
-    "import-checkpoint": ("reidkit.commands.import_checkpoint", "import_checkpoint",
-                          "A CAL/DLCR, BoT, fast-reid or torchreid checkpoint as a reidkit run."),
+    "audit": ("reidkit.commands.audit", "audit", "Measure a generated run: identity kept, change outside the mask, diversity."),
 }
 
 

@@ -47,3 +47,17 @@ def write_cmc_plot(results: dict, path, title: str = "CMC") -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes, the figure closed (the report's and the audit's figures)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

@@ -1,18 +1,11 @@
 """The page's figures as PNG bytes (matplotlib, Agg backend), so the page needs nothing but itself."""
 from __future__ import annotations
 
-import io
-
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    from reidkit.evaluation.plots import figure_png
 
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def _axes(title: str, width=6.4, height=3.6):

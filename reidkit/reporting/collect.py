@@ -21,6 +21,8 @@ class GeneratedSummary:
     items: int
     kept: int
     sheet: object = None  # RGB uint8 array (contact sheet) or None when the run has no kept items
+    audit: dict | None = None  # 'reidkit audit' JSON in its default folder (STORE.parts/audits/NAME), when there is one
+    audit_histogram: bytes | None = None  # that audit's identity histogram (PNG)
 
 
 @dataclass
@@ -131,4 +133,15 @@ def _generated(store, name, rows, seed, summary) -> GeneratedSummary:
     kept = run.kept() if run.files else []
     grid = kept_rows(store, run, rows, seed)  # the demo's contact sheet, drawn smaller
     sheet = render_sheet(grid, height=128, width=64) if grid else None
-    return GeneratedSummary(name, dict(run.info), int(len(kept)), int(sum(kept)), sheet)
+    from reidkit.evaluation.audit import HISTOGRAM_PNG, find_audit
+
+    found = find_audit(store, name)  # the audit written to its default folder, if any (docs/audit.md)
+    audit, histogram = (found[0], _read_bytes(found[1] / HISTOGRAM_PNG)) if found else (None, None)
+    return GeneratedSummary(name, dict(run.info), int(len(kept)), int(sum(kept)), sheet, audit, histogram)
+
+
+def _read_bytes(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None

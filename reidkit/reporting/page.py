@@ -144,8 +144,48 @@ def run_section(run) -> str:
             ], left=2))
         out.append(f'<div class="figs">{img(charts.image_png(g.sheet), f"originals and kept variants of {g.name}")}</div>'
                    if g.sheet is not None else '<div class="note">no kept images to show</div>')
+    audited = [g for g in run.generated if g.audit]
+    if audited:
+        out.append("<h3>Generated data</h3>" + "".join(audit_block(g) for g in audited))
     out.append("<h3>Provenance</h3>" + table(None, provenance(run), left=2))
     return "\n".join(out)
+
+
+def audit_block(g) -> str:
+    """One generated run's 'reidkit audit' (docs/audit.md): identity kept against real images and other persons, what
+    changed outside the mask, diversity, the filter; the model that measured it is named."""
+    a = g.audit
+    ident = a.get("identity") or {}
+    gen, ceil, floor = (ident.get(k) or {} for k in ("generated", "ceiling", "floor"))
+
+    def num(v, pct=False):
+        return "-" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
+
+    rows = [(label, num(gen.get(k), pct), num(ceil.get(k), pct), num(floor.get(k), pct))
+            for label, k, pct in (("similarity to the person's centroid", "centroid_cos", False),
+                                  ("rank-1 share (own person nearest)", "rank1_share", True),
+                                  ("similarity to the source image", "source_cos", False))]
+    model = a.get("model") or {}
+    ref = a.get("reference") or {}
+    lines = [f"{g.name}: {a.get('items', {}).get('kept', '?')} kept items, measured with {model.get('path')} "
+             f"({model.get('weights')} weights); centroids of the {ref.get('persons')} persons of split '{ref.get('split')}'"]
+    m = a.get("mask_change") or {}
+    if m.get("measured"):
+        lines.append(f"outside the clothing mask: unchanged in all {m.get('items_measured')} items" if m.get("outside_zero") else
+                     f"CHANGED OUTSIDE THE MASK in {m.get('items_changed_outside')} of {m.get('items_measured')} items "
+                     f"(largest deltaE76 {num(m.get('delta_e_outside_max'))})")
+        lines.append(f"inside the clothing mask: mean deltaE76 {num(m.get('delta_e_inside'))}")
+    d = a.get("diversity") or {}
+    lines.append(f"diversity: spread within a {d.get('grouped_by')} {num(d.get('within_generated'))}, between real images of a "
+                 f"person {num(d.get('between_real'))}; {d.get('distinct_targets')} distinct target outfits")
+    f = a.get("filter") or {}
+    if f.get("rejected"):
+        reasons = ", ".join(f"{k} ({v})" for k, v in list((f.get("reasons") or {}).items())[:3])
+        lines.append(f"filter: {f.get('kept')} kept, {f.get('rejected')} rejected: {reasons}")
+    return ("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>"
+            + table(["", "generated (kept)", "real images (ceiling)", "other persons (floor; rank-1: chance)"], rows)
+            + (f'<div class="figs">{img(g.audit_histogram, f"identity similarity of {g.name} against real images")}</div>'
+               if g.audit_histogram else ""))
 
 
 def comparison_section(runs) -> str:
