@@ -70,6 +70,19 @@ class BankEntry:
     ok: bool = True  # False when parsing failed and the entry fell back to something else
 
 
+class PluginBase:
+    """A start for a masker, prompt source, generator or filter: the constructor every kind is built with
+    (``cls(settings, device)``; a filter gets the store too) keeps them; declare ``defaults`` (and ``settings_spec``)
+    and write the kind's required method (``label_maps``, ``build``, ``generate``, ``judge``): a class without it
+    is still refused at registration, base or not."""
+
+    defaults: ClassVar[dict] = {}
+    settings_spec: ClassVar[dict] = {}
+
+    def __init__(self, settings: dict, device: str = "cpu", store=None):
+        self.settings, self.device, self.store = dict(settings), device, store
+
+
 @runtime_checkable
 class Masker(Protocol):
     """Labels every pixel; ``clothing`` names the labels a generator may repaint.

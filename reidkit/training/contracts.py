@@ -41,6 +41,23 @@ class Backbone(Protocol):
     def forward(self, images: Any) -> tuple[Any, Any]: ...
 
 
+class StrategyBase:
+    """A start for a strategy: built with the run's settings, reidkit's defaults for everything it does not change
+    (COMMON), a constant learning rate and no generated-image pairing. Write ``build_heads`` and ``loss`` (a class
+    without them is still refused at registration); override ``lr_factor`` / ``variant_limit`` for a schedule."""
+
+    defaults: dict = {}
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def lr_factor(self, epoch: int) -> float:
+        return 1.0
+
+    def variant_limit(self, epoch: int, num_variants: int):
+        return None  # generated images, if any, are plain extra images of their person
+
+
 @runtime_checkable
 class Strategy(Protocol):
     """How a model is trained: its heads, its losses, its schedule, its data mix.
