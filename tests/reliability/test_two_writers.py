@@ -72,7 +72,7 @@ def test_second_train_into_the_same_run_folder_is_refused(tmp_path):
     run(["adapt", "synthetic", "--out", store, *SMALL_WORLD])
     out, gate = tmp_path / "run", tmp_path / "gate"
     args = ["train", store, *TRAIN, "--out", out]
-    first = start_gated(args, "reidkit.training.engine.train", gate)
+    first = start_gated(args, "reidkit.training.engine.Trainer", gate)  # built inside engine.train's lock
     try:
         wait_for_lock(first, lock_path(out))
         second = run_console(args + ["--seed", "3"])
@@ -100,7 +100,7 @@ def test_second_mask_of_the_same_mask_set_is_refused(tmp_path):
     run(["adapt", "synthetic", "--out", store, *SMALL_WORLD])
     gate = tmp_path / "gate"
     args = ["mask", store, "--masker", "heuristic", "--split", "all", "--batch-size", "4"]
-    first = start_gated(args, "reidkit.generation.run_mask", gate)
+    first = start_gated(args, "reidkit.generation.masking._ensure_computed", gate)  # inside ensure_masks' lock
     lock = lock_path(store, "masks.heuristic")
     try:
         wait_for_lock(first, lock)
