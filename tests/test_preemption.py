@@ -54,12 +54,12 @@ def _losses(out):
 
 def test_sigterm_mid_epoch_checkpoints_at_the_step_and_resume_is_exact(world, tmp_path):
     whole = tmp_path / "whole"
-    r = subprocess.run([sys.executable, "-m", "reidkit.cli", *_train_args(world, whole)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "reidkit.cli", *_train_args(world, whole)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
 
     cut = tmp_path / "cut"
     env = {**os.environ, "TERM_EPOCH": "1", "TERM_STEP": "3"}  # epoch 2 (0-based 1), after its third step
-    r = subprocess.run([sys.executable, "-c", TERM_AT, *_train_args(world, cut)], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", TERM_AT, *_train_args(world, cut)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 143, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "epoch" in ln and "SIGTERM" in ln]
     assert len(lines) == 1 and "Traceback" not in r.stderr
@@ -71,7 +71,7 @@ def test_sigterm_mid_epoch_checkpoints_at_the_step_and_resume_is_exact(world, tm
     assert len(_losses(cut)) == 1
 
     r = subprocess.run([sys.executable, "-m", "reidkit.cli", "train", str(world), "--out", str(cut), "--resume"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (cut / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
     assert _losses(cut) == _losses(whole)  # the stopped epoch's row too: its loss sums rode in the checkpoint
@@ -80,14 +80,14 @@ def test_sigterm_mid_epoch_checkpoints_at_the_step_and_resume_is_exact(world, tm
 def test_sigterm_before_the_first_checkpoint_resumes_inside_epoch_one(world, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     args = lambda out: [a if a != "2" else "1" for a in _train_args(world, out)]  # noqa: E731 - one epoch
-    assert subprocess.run([sys.executable, "-m", "reidkit.cli", *args(whole)], capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, "-m", "reidkit.cli", *args(whole)], capture_output=True, cwd=tmp_path).returncode == 0
     env = {**os.environ, "TERM_EPOCH": "0", "TERM_STEP": "2"}
-    r = subprocess.run([sys.executable, "-c", TERM_AT, *args(cut)], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", TERM_AT, *args(cut)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 143, r.stderr
     assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["epoch-0000-step-000002"]
     assert not (cut / "model.safetensors").exists()  # no whole epoch yet: nothing for eval
     r = subprocess.run([sys.executable, "-m", "reidkit.cli", "train", str(world), "--out", str(cut), "--resume"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (cut / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
 
@@ -98,7 +98,7 @@ def test_sigterm_stops_expand_with_one_line_and_a_rerun_finishes(world, tmp_path
     store = tmp_path / "w.h5"
     shutil.copy(world, store)
     args = [sys.executable, "-m", "reidkit.cli", "expand", str(store), "--generator", "recolor", "--variants", "200"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     parts = tmp_path / "w.h5.parts"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not any(p.is_file() for p in parts.rglob("*")):
@@ -110,5 +110,5 @@ def test_sigterm_stops_expand_with_one_line_and_a_rerun_finishes(world, tmp_path
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("Stopped by SIGTERM: finished work is kept")
     assert "Traceback" not in err
-    r = subprocess.run(args, capture_output=True, text=True)
+    r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
