@@ -181,7 +181,7 @@ def write_run(out: Path, state: dict, config: dict, metadata: dict):
     import os
     import shutil
 
-    from reidkit.store.atomic import fsync_path, partial_path
+    from reidkit.store.atomic import fsync_path, partial_path, pid_alive
     from reidkit.training.checkpoint import MODEL_FILE, write_config, write_safetensors
 
     out = Path(out)
@@ -190,7 +190,7 @@ def write_run(out: Path, state: dict, config: dict, metadata: dict):
     prefix = partial.name[: partial.name.rindex("-") + 1]
     for leftover in out.parent.iterdir():  # partial folders of imports that were killed
         pid = leftover.name[len(prefix):]
-        if leftover.name.startswith(prefix) and pid.isdigit() and (leftover == partial or not _alive(int(pid))):
+        if leftover.name.startswith(prefix) and pid.isdigit() and (leftover == partial or not pid_alive(int(pid))):
             shutil.rmtree(leftover, ignore_errors=True)
     partial.mkdir()
     try:
@@ -204,18 +204,6 @@ def write_run(out: Path, state: dict, config: dict, metadata: dict):
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def import_checkpoint(path, out, fmt: str | None = None, store_path=None, pooling: str | None = None,

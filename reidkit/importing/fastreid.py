@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from reidkit.errors import ReidkitError
 from reidkit.importing.plan import Plan, classifier_width, neck, refuse_leftovers, take
-from reidkit.importing.reading import is_state_dict, plain_metadata, strip_module
+from reidkit.importing.reading import contained_state, plain_metadata
 from reidkit.importing.resnet import map_trunk
 
 NAME = "fastreid"
@@ -33,11 +33,7 @@ IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def _state(checkpoint: dict) -> dict | None:
-    if CONTAINER in checkpoint and is_state_dict(checkpoint[CONTAINER]):
-        return strip_module(checkpoint[CONTAINER])
-    if is_state_dict(checkpoint):
-        return strip_module(checkpoint)
-    return None
+    return contained_state(checkpoint, CONTAINER)
 
 
 def detect(checkpoint: dict) -> bool:

@@ -129,6 +129,16 @@ def is_state_dict(value) -> bool:
         and all(torch.is_tensor(v) for v in value.values())
 
 
+def contained_state(checkpoint: dict, container: str) -> dict | None:
+    """The state dict under ``container`` (``model``, ``state_dict``), or the checkpoint itself when it is a bare one;
+    ``module.`` prefixes stripped. None when neither holds one."""
+    if container in checkpoint and is_state_dict(checkpoint[container]):
+        return strip_module(checkpoint[container])
+    if is_state_dict(checkpoint):
+        return strip_module(checkpoint)
+    return None
+
+
 def strip_module(state: dict) -> dict:
     """Keys without the ``module.`` prefix (nn.DataParallel / DistributedDataParallel), where every key has it."""
     if state and all(k.startswith(MODULE_PREFIX) for k in state):

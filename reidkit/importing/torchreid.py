@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from reidkit.errors import ReidkitError
 from reidkit.importing.plan import Plan, classifier_width, refuse_leftovers, take
-from reidkit.importing.reading import is_state_dict, plain_metadata, strip_module
+from reidkit.importing.reading import contained_state, plain_metadata
 from reidkit.importing.resnet import describe_unsupported, map_trunk
 
 NAME = "torchreid"
@@ -24,11 +24,7 @@ TRUNK = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
 def _state(checkpoint: dict) -> dict | None:
-    if CONTAINER in checkpoint and is_state_dict(checkpoint[CONTAINER]):
-        return strip_module(checkpoint[CONTAINER])
-    if is_state_dict(checkpoint):
-        return strip_module(checkpoint)
-    return None
+    return contained_state(checkpoint, CONTAINER)
 
 
 def detect(checkpoint: dict) -> bool:

@@ -45,7 +45,8 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f"{_partial_prefix(final)}{os.getpid()}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a partial file or folder of a live writer is not stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +67,7 @@ def remove_stale_partials(final: Path) -> int:
         if not leftover.name.startswith(prefix):
             continue
         suffix = leftover.name[len(prefix):]
-        if suffix.isdigit() and not _pid_alive(int(suffix)):
+        if suffix.isdigit() and not pid_alive(int(suffix)):
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed
