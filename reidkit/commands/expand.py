@@ -21,7 +21,7 @@ def group_size_as_batch_size(settings: dict) -> dict:
 
 
 def load_config(path: Path) -> dict:
-    from reidkit.user_config import read_settings_file
+    from reidkit.settings_file import read_settings_file
 
     data = read_settings_file(path, f"--config {path}")
     data = group_size_as_batch_size({k.replace("-", "_"): v for k, v in data.items()})

@@ -89,7 +89,7 @@ def recipes() -> dict:
 
 def read_config_file(path) -> dict:
     """A YAML file of settings, or a recipe a strategy ships, by name (``cal-video``)."""
-    from reidkit.user_config import read_settings_file
+    from reidkit.settings_file import read_settings_file
 
     path = Path(path)
     if not path.is_file() and path.suffix == "" and len(path.parts) == 1:
