@@ -224,6 +224,48 @@ def test_dbscan_on_the_sparse_graph_gives_the_dense_labels():
     assert len(set(dense.tolist()) - {-1}) >= 2
 
 
+def test_camera_centring_removes_each_cameras_mean_then_renormalises():
+    from reidkit.plugins.strategies.clustering import camera_centred
+
+    feats = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
+    # camera 0's mean (0.5, 0.5): its rows become (0.5, -0.5) and (-0.5, 0.5), normalised; camera 1's one row is its mean
+    out = camera_centred(feats, [0, 0, 1])
+    h = 0.5 ** 0.5
+    np.testing.assert_allclose(out, [[h, -h], [-h, h], [0, 0]], atol=1e-7)
+
+
+def test_camera_centring_clusters_persons_where_the_camera_dominates():
+    from reidkit.plugins.strategies.clustering import camera_centred, dbscan_labels
+
+    # 6 persons x 4 cameras x 4 shots; each camera adds a direction three times a person's: the synthetic world's case
+    rng = np.random.default_rng(3)
+    cam_vec, per_vec = 3 * rng.standard_normal((4, 16)), rng.standard_normal((6, 16))
+    pid, cam = np.repeat(np.arange(6), 16), np.tile(np.repeat(np.arange(4), 4), 6)
+    feats = cam_vec[cam] + per_vec[pid] + 0.2 * rng.standard_normal((96, 16))
+    feats = (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float32)
+
+    def groups(labels, truth):  # the partition of the clusters, as sets of items
+        return sorted(sorted(np.flatnonzero(labels == k).tolist()) for k in set(labels.tolist()) - {-1}), \
+            sorted(sorted(np.flatnonzero(truth == k).tolist()) for k in set(truth.tolist()))
+
+    plain = dbscan_labels(feats, 0.6, 4, 30, 6)
+    found, cameras = groups(plain, cam)
+    assert found == cameras  # the reference's clustering: one cluster per camera
+    centred = dbscan_labels(camera_centred(feats, cam), 0.6, 4, 30, 6)
+    found, persons = groups(centred, pid)
+    assert found == persons
+
+
+def test_camera_centred_runs_stay_label_blind_and_cluster_otherwise(world, tmp_path):
+    other = relabelled_copy(world, tmp_path / "relabelled.h5")
+    config = cc_config(epochs=1, max_steps_per_epoch=2, camera_centred=True)
+    one = train(world, dict(config), tmp_path / "a", progress=False)
+    two = train(other, dict(config), tmp_path / "b", progress=False)
+    assert one["checksum"] == two["checksum"]
+    plain = train(world, cc_config(epochs=1, max_steps_per_epoch=2), tmp_path / "c", progress=False)
+    assert plain["checksum"] != one["checksum"]  # the setting reaches the clustering
+
+
 # -- the camera-preferring sampler ---------------------------------------------------------------------------
 def cluster_items(labels, num_classes):
     labels = np.asarray(labels, np.int64)

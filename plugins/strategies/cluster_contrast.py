@@ -43,6 +43,8 @@ OWN_SETTINGS = {
     "momentum": Setting(float, "memory update: c <- m c + (1 - m) x", min=0, max=1),
     "memory": Setting(str, "memory update: every sample in batch order (all) or the least similar per cluster (hard)",
                       choices=("all", "hard")),
+    "camera_centred": Setting(bool, "cluster features with each camera's mean removed (a deviation, off in the reference: "
+                              "docs/fidelity.md)"),
 }
 
 
@@ -64,11 +66,12 @@ class ClusterContrastStrategy:
         "backbone": {"plugin": "timm", "model": "resnet50", "weights": "imagenet", "last_stride": 1, "pooling": "gem",
                      "embedding_dim": 0, "bnneck": True, "bnneck_shift": False},  # GeM (p = 3, trained), BN with frozen bias
         "eps": 0.6, "min_samples": 4, "k1": 30, "k2": 6, "temperature": 0.05, "momentum": 0.1, "memory": "all",
+        "camera_centred": False,
     }
     settings_spec = {**spec_for(defaults), **OWN_SETTINGS}
     epoch_settings = ("milestones",)
     # after DBSCAN found too few clusters, the run resumes with other clustering settings
-    resumable_settings = ("eps", "min_samples")
+    resumable_settings = ("eps", "min_samples", "camera_centred")
 
     def __init__(self, settings: dict):
         from reidkit.plugins.strategies.clustering import ClusterMemory
@@ -147,7 +150,7 @@ class PseudoLabels(Hook):
     def before_epoch(self, epoch: int):
         import numpy as np
 
-        from reidkit.plugins.strategies.clustering import cluster_centres, count_clusters
+        from reidkit.plugins.strategies.clustering import camera_centred, cluster_centres, count_clusters
 
         t = self.trainer
         s, items = t.config, t.run.items
@@ -159,7 +162,9 @@ class PseudoLabels(Hook):
             self.strategy.memory.reset(restored["memory"].numpy(), t.ctx.device)
         else:
             features = training_features(t)
-            labels = cluster_on_rank_zero(t, features)
+            # cameras are metadata, not identities: centring per camera keeps the run label-blind
+            clustered = camera_centred(features, t.training_cameras()) if s.get("camera_centred") else features
+            labels = cluster_on_rank_zero(t, clustered)
             clusters = count_clusters(labels)
         self.epoch, self.labels = epoch, np.asarray(labels, dtype=np.int64)
         if clusters < 2:

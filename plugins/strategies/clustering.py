@@ -65,6 +65,18 @@ def dbscan_labels(features, eps: float = 0.6, min_samples: int = 4, k1: int = 30
     return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(graph).astype(np.int64)
 
 
+def camera_centred(features, cameras) -> np.ndarray:
+    """``features`` with each camera's mean feature subtracted, rows L2-normalised again (a row equal to its camera's
+    mean stays zero): clustering then sees what differs within a camera, not the camera's own cast and background."""
+    feats = np.asarray(features, dtype=np.float64).copy()
+    cameras = np.asarray(cameras)
+    for c in np.unique(cameras):
+        rows = cameras == c
+        feats[rows] -= feats[rows].mean(axis=0)
+    norms = np.linalg.norm(feats, axis=1, keepdims=True)
+    return (feats / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
 def count_clusters(labels) -> int:
     labels = np.asarray(labels)
     return int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
