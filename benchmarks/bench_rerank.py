@@ -14,7 +14,13 @@ Wall and CPU time (time.process_time) for both, and the ratio.
 just timed), by stage, times the previous Jaccard block (dense float64 over each
 query chunk) on the first --old-chunks chunks, scaled, and reports the whole
 re-ranking old vs new: old k-NN pass + shared stages (weights, expansion,
-scoring) + old blocks against the new ones. --dense (Market scale only)
+scoring) + old blocks against the new ones. With --full the new k-NN pass also
+keeps its query x gallery dot products (as many queries as --cache-bytes
+allows; reidkit's default bound when not given), which the new Jaccard blocks
+read instead of a second product: its time includes those copies, and the
+whole run's peak memory the kept matrix. The first --old-chunks chunks are
+also timed the recomputing way (the product again, as with --cache-bytes 0),
+scaled, for the stage's figure. --dense (Market scale only)
 also runs the dense reference (the authors' / torchreid's re_ranking, float32)
 and reports the largest difference of final distances. --device cuda runs the
 k-NN pass (and the distances) on the GPU.
@@ -68,18 +74,21 @@ def old_knn_rows(computer, feats, k, n_rows, rows=None):
     return np.concatenate(knn), np.concatenate(row_max)
 
 
-def bench_knn(q, g, old_rows, device="cpu", k=21, keep=False):
+def bench_knn(q, g, old_rows, device="cpu", k=21, keep=False, cache_bytes=None):
+    """The k-NN pass new vs old; keep: also return the new pass's result, with the query x gallery part it kept
+    (the whole re-ranking's pass: it keeps what cache_bytes allows, as KReciprocal does)."""
     import torch
 
     from reidkit.evaluation.distance import DistanceComputer
-    from reidkit.evaluation.rerank import _knn_pass
+    from reidkit.evaluation.rerank import _knn_pass, _query_gallery
 
     feats = np.concatenate([q, g])
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     new_clock, old_clock, rec = Clock(), Clock(), {}
     with measure(rec), new_clock:
-        knn, row_max, knn_d2 = _knn_pass(DistanceComputer(feats, "cosine", device), feats, k,
-                                 progress=progress_printer(len(feats), "new k-NN pass"))
+        computer = DistanceComputer(feats, "cosine", device)
+        kept = _query_gallery(computer, len(q), len(q), cache_bytes) if keep else None
+        knn, row_max, knn_d2 = _knn_pass(computer, feats, k, progress=progress_printer(len(feats), "new k-NN pass"), kept=kept)
         sync()
     old_rows = min(old_rows, len(feats))
     computer = DistanceComputer(feats, "cosine", "cpu")
@@ -88,12 +97,13 @@ def bench_knn(q, g, old_rows, device="cpu", k=21, keep=False):
     factor = len(feats) / old_rows
     old = {key: v * factor for key, v in old_clock.report().items()}
     return {"items": len(feats), "dim": feats.shape[1],
-            "new": {**new_clock.report(), "peak_extra_gb": rec["peak_extra_gb"]},
+            "new": {**new_clock.report(), "peak_extra_gb": rec["peak_extra_gb"], "kept_queries": 0 if kept is None else len(kept.data),
+                    "kept_gb": 0.0 if kept is None else kept.data.nbytes / 2**30},
             "old": {**old, "measured_rows": old_rows, "measured": old_clock.report(), "extrapolated": old_rows < len(feats)},
             "same_lists_on_old_rows": bool((old_knn == knn[:old_rows]).all()),
             **list_differences(feats, old_knn, knn[:old_rows]),
             "max_rel_difference_row_max": float(np.abs(old_max / row_max[:old_rows] - 1).max()),
-            "speedup": {key: old[key] / new_clock.report()[key] for key in ("wall", "cpu")}}, ((knn, row_max, knn_d2) if keep else None)
+            "speedup": {key: old[key] / new_clock.report()[key] for key in ("wall", "cpu")}}, ((knn, row_max, knn_d2), kept) if keep else None
 
 
 def list_differences(feats, want, got):
@@ -137,26 +147,41 @@ def old_jaccard_block(rr, start, stop):
     return ((1.0 - rr.lambda_) * jaccard + rr.lambda_ * orig).astype(np.float32)
 
 
-def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=None, old_chunks=0):
-    """reidkit's whole re-ranking + scoring, by stage. knn: the k-NN pass's result, already timed (reused, not rerun).
-    old_chunks: also time the previous Jaccard block on the first query chunks (results compared), to scale."""
+def reuse(timed):
+    """A stand-in for rerank._knn_pass giving the timed pass's result: its lists, and the query x gallery part it kept."""
+    lists, timed_kept = timed
+
+    def knn_pass(computer, feats, k, rows=None, progress=None, kept=None):
+        assert (kept is None) == (timed_kept is None) and (kept is None or kept.data.shape == timed_kept.data.shape)
+        if kept is not None:
+            kept.data = timed_kept.data
+        return lists
+
+    return knn_pass
+
+
+def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=None, old_chunks=0, cache_bytes=None):
+    """reidkit's whole re-ranking + scoring, by stage. knn: the k-NN pass's result and what it kept (bench_knn's),
+    already timed (reused, not rerun). old_chunks: also time the previous Jaccard block, and the recomputing new one,
+    on the first query chunks (results compared), to scale."""
     import reidkit.evaluation.rerank as rerank
     from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator
 
     rec, out, blocks = {}, {}, []
-    clock, prep_clock, block_clock, score_clock, old_clock = Clock(), Clock(), Clock(), Clock(), Clock()
+    clock, prep_clock, block_clock, score_clock, old_clock, again_clock = Clock(), Clock(), Clock(), Clock(), Clock(), Clock()
     saved = rerank._knn_pass
     if knn is not None:
-        rerank._knn_pass = lambda *a, **k: knn
+        rerank._knn_pass = reuse(knn)
+        cache_bytes = 0 if knn[1] is None else knn[1].data.nbytes  # the same bound: the same queries kept
     try:
         with measure(rec), clock:
             with prep_clock:
-                rr = rerank.KReciprocal(q, g, 20, 6, 0.3, "cosine", device,
+                rr = rerank.KReciprocal(q, g, 20, 6, 0.3, "cosine", device, cache_bytes=cache_bytes,
                                         progress=progress_printer(len(q) + len(g), "k-NN pass"))
             out["v_entries_per_row"] = float(len(rr.v.data) / rr.n)
             scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
             report = progress_printer(len(q), "re-ranked blocks")
-            chunks, old_done, old_rows, differ = rr.chunks(), 0, 0, 0.0
+            chunks, old_done, old_rows, differ, differ_again = rr.chunks(), 0, 0, 0.0, 0.0
             while True:
                 with block_clock:
                     item = next(chunks, None)
@@ -171,6 +196,9 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
                     with old_clock:
                         old = old_jaccard_block(rr, start, start + len(block))
                     differ = max(differ, float(np.abs(old.astype(np.float64) - block).max()))
+                    with again_clock:
+                        again = recomputed_block(rr, start, start + len(block))
+                    differ_again = max(differ_again, float(np.abs(again.astype(np.float64) - block).max()))
                     old_done, old_rows = old_done + 1, old_rows + len(block)
                 report(len(block))
             metrics = acc.summary()
@@ -184,17 +212,35 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
         out["old_jaccard_blocks"] = {"measured_queries": old_rows, "measured": old_clock.report(),
                                      "scaled": {k: v * len(q) / old_rows for k, v in old_clock.report().items()},
                                      "max_abs_difference_from_new": differ}
+        out["recomputing_jaccard_blocks"] = {"measured_queries": old_rows, "measured": again_clock.report(),
+                                             "scaled": {k: v * len(q) / old_rows for k, v in again_clock.report().items()},
+                                             "max_abs_difference_from_new": differ_again}
+    out["kept_queries"] = 0 if rr.kept is None else len(rr.kept.data)
     return out, (np.concatenate(blocks) if keep_matrix else None)
 
 
+def recomputed_block(rr, start, stop):
+    """KReciprocal.block with nothing kept: the query x gallery product computed again (--cache-bytes 0's way)."""
+    from reidkit.evaluation.rerank import _torch_threads
+
+    kept, rr.kept = rr.kept, None
+    try:
+        with _torch_threads(1):  # as chunks() runs it: numpy's product beside one torch thread
+            return rr.block(start, stop)
+    finally:
+        rr.kept = kept
+
+
 def whole(run):
-    """Whole re-ranking + scoring, new and old: the old k-NN pass and Jaccard blocks (scaled) with the shared stages."""
+    """Whole re-ranking + scoring, new and old: the old k-NN pass and Jaccard blocks (scaled) with the shared stages.
+    The new one's peak extra memory: the pass's (the kept matrix included), or the kept matrix and the later stages'."""
     full, knn = run["reidkit"], run["knn_pass"]
     st = full["stages"]
     shared = {k: st["weights_and_expansion"][k] + st["scoring"][k] for k in ("wall", "cpu")}
     new = {k: knn["new"][k] + shared[k] + st["jaccard_blocks"][k] for k in ("wall", "cpu")}
     old = {k: knn["old"][k] + shared[k] + full["old_jaccard_blocks"]["scaled"][k] for k in ("wall", "cpu")}
-    return {"new": new, "old": old, "speedup": {k: old[k] / new[k] for k in ("wall", "cpu")}}
+    peak = max(knn["new"]["peak_extra_gb"], knn["new"]["kept_gb"] + full["peak_extra_gb"])
+    return {"new": new, "old": old, "speedup": {k: old[k] / new[k] for k in ("wall", "cpu")}, "new_peak_extra_gb": peak}
 
 
 def run_dense(q, g, q_pids, g_pids, q_cams, g_cams):
@@ -219,6 +265,7 @@ def main():
     ap.add_argument("--old-rows", type=int, default=4096, help="rows the old k-NN pass is timed on, then extrapolated")
     ap.add_argument("--full", action="store_true", help="also time reidkit's whole re-ranking + scoring (reusing the timed k-NN pass)")
     ap.add_argument("--old-chunks", type=int, default=8, help="with --full: query chunks the previous Jaccard block is timed on, then scaled")
+    ap.add_argument("--cache-bytes", type=int, help="with --full: bound of the kept query x gallery products (default: reidkit's; 0: none kept)")
     ap.add_argument("--dense", action="store_true", help="also run the dense reference (Market scale only)")
     ap.add_argument("--device", default="cpu", help="torch device of the k-NN pass and distances")
     ap.add_argument("--json", type=Path)
@@ -237,19 +284,21 @@ def main():
             q, g, q_pids, g_pids, q_cams, g_cams = make_data(scale, kind, args.dim, args.seed)
             run = {"scale": scale, "kind": kind, "queries": len(q), "gallery": len(g), "dim": q.shape[1], "device": args.device,
                    "load_average_before": os.getloadavg()}
-            run["knn_pass"], knn = bench_knn(q, g, args.old_rows, args.device, keep=args.full)
+            run["knn_pass"], knn = bench_knn(q, g, args.old_rows, args.device, keep=args.full, cache_bytes=args.cache_bytes)
             run["load_average_after"] = os.getloadavg()
             print(json.dumps(run, indent=1), flush=True)
             if args.dense and scale == "market":
                 run["dense"], dense = run_dense(q, g, q_pids, g_pids, q_cams, g_cams)
             if args.full or (args.dense and scale == "market"):
                 run["reidkit"], mine = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, args.device,
-                                                  keep_matrix=args.dense and scale == "market", knn=knn, old_chunks=args.old_chunks)
+                                                  keep_matrix=args.dense and scale == "market", knn=knn, old_chunks=args.old_chunks,
+                                                  cache_bytes=args.cache_bytes)
                 if args.full:
                     run["whole"] = whole(run)
                 if args.dense and scale == "market":
                     run["max_abs_difference"] = float(np.abs(dense.astype(np.float64) - mine).max())
                     del dense, mine
+                del knn  # the kept matrix goes before the next kind's pass
                 print(json.dumps(run, indent=1), flush=True)
             results["runs"].append(run)
             if args.json:

@@ -157,3 +157,51 @@ def test_similarity_threshold_never_screens_out_an_entry_that_can_enter():
     enters = d2[None, :] <= far[:, None]
     assert bool((s[None, :] >= thr[:, None])[enters].all())
     assert float((s[None, :] >= thr[:, None]).float().mean()) < float(enters.float().mean()) + 0.01  # a margin, not an open screen
+
+
+def _final(q, g, *args, **kwargs):
+    rr = KReciprocal(q, g, *args, **kwargs)
+    return rr, np.concatenate([b for _, b in rr.chunks()])
+
+
+@pytest.mark.parametrize("metric,dtype,atol", [("cosine", np.float32, 1e-6), ("euclidean", np.float32, 1e-5),
+                                               ("cosine", np.float64, 1e-12)])
+def test_kept_query_gallery_distances_give_the_recomputed_result(metric, dtype, atol):
+    # The final blocks read the k-NN pass's query x gallery distances (dot products under the float32 cosine screen,
+    # distances in the block pass) instead of a second product; where the bound keeps only some queries the others
+    # are computed again (query chunks straddle the boundary), and with a bound of 0 all are. Small blocks (rows=6)
+    # put the query / gallery boundary inside blocks. Same final distances within the products' rounding.
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((6, 12))
+    q = (centres[rng.integers(0, 6, 23)] + 0.4 * rng.standard_normal((23, 12))).astype(dtype)
+    g = (centres[rng.integers(0, 6, 70)] + 0.4 * rng.standard_normal((70, 12))).astype(dtype)
+    want_rr, want = _final(q, g, 8, 3, 0.3, metric, rows=6, cache_bytes=0)
+    assert want_rr.kept is None  # the bound forces the recomputing path
+    np.testing.assert_allclose(want, dense(q, g, metric, 8, 3, 0.3), atol=1e-5 if dtype == np.float32 else 1e-10)
+    row_bytes = 70 * np.dtype(dtype).itemsize
+    for bound, kept_rows in ((None, 23), (10 * row_bytes + 1, 10)):
+        rr, got = _final(q, g, 8, 3, 0.3, metric, rows=6, cache_bytes=bound)
+        assert len(rr.kept.data) == kept_rows
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+        kept = rr.kept.distances(0, kept_rows).numpy()
+        np.testing.assert_allclose(kept, rr.computer.block(q[:kept_rows], slice(23, 93)), rtol=0, atol=atol)
+
+
+def test_one_set_keeps_both_halves_of_each_block_and_cluster_contrast_settings_still_work():
+    # One set (g_feats=None): queries are the gallery too, so the kept N x N part is filled from each block above the
+    # diagonal and from its transpose. Cluster Contrast's Jaccard (neighbours=k1, scaled=False, lambda_=0) does not
+    # read the original distances: nothing is kept, nothing computed, the same distances.
+    rng = np.random.default_rng(8)
+    f = rng.standard_normal((45, 10)).astype(np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    _, want = _final(f, None, 8, 3, 0.3, rows=7, cache_bytes=0)
+    for bound in (None, 20 * 45 * 4):
+        rr, got = _final(f, None, 8, 3, 0.3, rows=7, cache_bytes=bound)
+        assert rr.kept is not None and len(rr.kept.data) == (45 if bound is None else 20)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    settings = dict(metric="euclidean", neighbours=8, scaled=False, rows=7)
+    rr, jaccard = _final(f, None, 8, 3, 0.0, **settings)
+    assert rr.kept is None
+    rr.lambda_ = 1e-300  # the general path: mixing in d^2 / max at a weight that rounds it away
+    np.testing.assert_array_equal(jaccard, np.concatenate([b for _, b in rr.chunks()]))
+    assert jaccard.dtype == np.float32 and (jaccard[np.eye(45, dtype=bool)] < 1).all() and (jaccard == 1).any()

@@ -18,7 +18,10 @@ lambda * original), but never builds an (Nq + Ng)^2 matrix:
 4. final distances are produced for query chunks x the whole gallery (dense
    where jaccard is exactly 1, the pairs sharing weight entries from the
    min-sum), and fed straight to ranking (``chunks``), or gathered
-   (``k_reciprocal``).
+   (``k_reciprocal``). Their query x gallery distances are those of the
+   k-NN pass, kept during it (its blocks cover that part of the matrix)
+   for as many queries as a memory bound allows (``cache_bytes``), and
+   computed again for the others.
 
 Differences from the dense code, by design: neighbour ties are broken by the
 lower item index (the dense code's argsort order among exactly equal
@@ -47,20 +50,84 @@ from reidkit.evaluation.distance import DistanceComputer, cosine_distance_, rows
 _PAIR_BUDGET = 1 << 23  # (query entry, gallery entry) pairs per Jaccard chunk
 _KNN_BLOCK = 4096  # k-NN pass block side on the CPU: 2048 ran 1.8x slower here, 6144 and 8192 no faster (64 MB blocks)
 _KNN_BLOCK_GPU = 8192
+_CACHE_BYTES = 4 << 30  # default bound of the kept query x gallery part: MSMT17's 11,659 x 82,161 float32 (3.6 GiB) fits
 
 
 _SEGMENT = 64  # entries of a row a screen looks at as one: the segment's maximum similarity says whether any can enter
 _SEGMENT_DOWN = 16  # the same down a column (measured: 16-row maxima run faster than 64-row ones, and reads are strided)
 
 
-def _knn_pass(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int | None = None, progress=None):
+def _knn_pass(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int | None = None, progress=None, kept=None):
     """k nearest neighbours (by d^2, ties by index) and max d^2 of every row: the similarity screen for float32
-    cosine distances, the distance-block pass otherwise (same lists, same maxima)."""
+    cosine distances, the distance-block pass otherwise (same lists, same maxima). ``kept``: a _QueryGallery that
+    takes the query x gallery part of every block (None: none kept)."""
+    if _screens(computer):
+        return _knn_pass_screened(computer, len(feats), k, rows, progress, kept)
+    return _knn_pass_blocks(computer, feats, k, rows, progress, kept)
+
+
+def _screens(computer: DistanceComputer) -> bool:
+    """Whether the k-NN pass is the similarity screen (its blocks dot products) rather than distance blocks."""
     import torch
 
-    if computer.metric == "cosine" and computer.dtype == torch.float32:
-        return _knn_pass_screened(computer, len(feats), k, rows, progress)
-    return _knn_pass_blocks(computer, feats, k, rows, progress)
+    return computer.metric == "cosine" and computer.dtype == torch.float32
+
+
+class _QueryGallery:
+    """The k-NN pass's query x gallery blocks, kept in host memory so the Jaccard blocks need no second product.
+
+    Holds queries 0..rows (as many as the memory bound allows) x the whole gallery, as the pass's dot products
+    (``products``: the similarity screen; cosine_distance_ gives the distances) or its distances."""
+
+    def __init__(self, rows: int, g0: int, n: int, dtype, products: bool):
+        self.data = np.empty((rows, n - g0), dtype)
+        self.g0, self.products = g0, products
+
+    def keep(self, block, s, e, s2, e2):
+        """Copy what block (items s..e x s2..e2) and, off the diagonal, its transpose cover of the kept part."""
+        self._copy(block, s, e, s2, e2)
+        if s2 != s:  # the block also stands for its transpose (one set: queries are gallery items too)
+            self._copy(block.T, s2, e2, s, e)
+
+    def _copy(self, block, s, e, s2, e2):
+        import torch
+
+        stop, first = min(e, len(self.data)), max(s2, self.g0)
+        if s < stop and first < e2:
+            torch.from_numpy(self.data)[s:stop, first - self.g0 : e2 - self.g0].copy_(block[: stop - s, first - s2 :])
+
+    def distances(self, start, stop):
+        """Distances of kept queries start..stop to the gallery, a new tensor (the kept ones stay: chunks may rerun)."""
+        import torch
+
+        d = torch.from_numpy(self.data[start:stop]).clone()
+        return cosine_distance_(d) if self.products else d
+
+
+def _cache_bound(cache_bytes: int | None) -> int:
+    """``cache_bytes``, or by default 4 GiB but at most half the memory available now (Linux's MemAvailable)."""
+    if cache_bytes is not None:
+        return max(0, int(cache_bytes))
+    try:
+        with open("/proc/meminfo") as fh:
+            available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return _CACHE_BYTES
+    return min(_CACHE_BYTES, available // 2)
+
+
+def _query_gallery(computer: DistanceComputer, nq: int, g0: int, cache_bytes: int | None = None):
+    """A _QueryGallery for the first queries that fit ``cache_bytes`` (see _cache_bound), or None: off the CPU
+    (a GPU's second product costs little, and keeping it would cost host copies) or where no query fits."""
+    import torch
+
+    if computer.device.type != "cpu":
+        return None
+    n = len(computer.gallery)
+    dtype = np.float64 if computer.dtype == torch.float64 else np.float32
+    row_bytes = max(1, (n - g0) * np.dtype(dtype).itemsize)
+    rows = min(nq, _cache_bound(cache_bytes) // row_bytes)
+    return _QueryGallery(rows, g0, n, dtype, _screens(computer)) if rows > 0 and n > g0 else None
 
 
 def _threshold(far):
@@ -214,13 +281,13 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _knn_pass_screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
+def _knn_pass_screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None, kept=None):
     """The k-NN pass for float32 cosine distances (``_screened``), with torch's threads set for the product's BLAS."""
     with _torch_threads(1 if computer.device.type == "cpu" and computer.self_blas() == "numpy" else 0):
-        return _screened(computer, n, k, rows, progress)
+        return _screened(computer, n, k, rows, progress, kept)
 
 
-def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None):
+def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = None, progress=None, kept=None):
     """The k-NN pass for cosine distances, screening similarities instead of transforming every distance.
 
     Same square blocks of the symmetric matrix (on and above the diagonal, each used for its rows and, transposed,
@@ -229,6 +296,7 @@ def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = Non
     farthest kept entry, with a margin for rounding) can enter its list. Rows are screened a segment of 64 entries
     at a time by the segment's maximum; the few entries that pass get their exact d^2 and join the row's list by
     (d^2, index). Each row block first takes its own diagonal block's k nearest, so no screen starts open.
+    ``kept`` (a _QueryGallery, or None) takes each block's query x gallery dot products.
     """
     import torch
 
@@ -262,7 +330,9 @@ def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = Non
     # diagonal blocks first (each row block's own k-th nearest opens its screen), then the blocks above them
     order = [(a, a) for a in range(len(spans))] + [(a, b) for a in range(len(spans)) for b in range(a + 1, len(spans))]
     for a, b, sims in _block_products(computer, spans, order):
-        (s, e), (s2, _) = spans[a], spans[b]
+        (s, e), (s2, e2) = spans[a], spans[b]
+        if kept is not None:
+            kept.keep(sims, s, e, s2, e2)
         if a == b:
             if e - s >= k:
                 kth = torch.topk(sims, k, dim=1, sorted=False).values.amin(1)
@@ -279,7 +349,8 @@ def _screened(computer: DistanceComputer, n: int, k: int, rows: int | None = Non
     return knn, row_max, knn_d2
 
 
-def _knn_pass_blocks(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int | None = None, progress=None):
+def _knn_pass_blocks(computer: DistanceComputer, feats: np.ndarray, k: int, rows: int | None = None, progress=None,
+                     kept=None):
     """k nearest neighbours (by d^2, ties by index) and max d^2 of every row, from square blocks of the symmetric matrix.
 
     Only blocks on and above the diagonal are computed: each serves its rows, and transposed its
@@ -288,6 +359,7 @@ def _knn_pass_blocks(computer: DistanceComputer, feats: np.ndarray, k: int, rows
     of a new block at or below its farthest kept one can enter (a comparison, not a top-k over the
     whole block), so ties at the k-th place are resolved by index exactly, however many. A row block
     is final once its own row of blocks is done. Runs on the computer's device; only the lists come back.
+    ``kept`` (a _QueryGallery, or None) takes each block's query x gallery distances.
     """
     import torch
 
@@ -348,7 +420,10 @@ def _knn_pass_blocks(computer: DistanceComputer, feats: np.ndarray, k: int, rows
     for a, (s, e) in enumerate(spans):
         for b in range(a, len(spans)):
             s2, e2 = spans[b]
-            d2 = computer.self_block(slice(s, e), slice(s2, e2)).square_()
+            d = computer.self_block(slice(s, e), slice(s2, e2))
+            if kept is not None:
+                kept.keep(d, s, e, s2, e2)
+            d2 = d.square_()
             merge(a, d2, s2, False)
             if b > a:
                 merge(b, d2, s, True)
@@ -434,11 +509,18 @@ class KReciprocal:
     """Re-ranked query x gallery distances, produced a query chunk at a time."""
 
     def __init__(self, q_feats, g_feats, k1=20, k2=6, lambda_=0.3, metric="cosine", device="cpu", rows=None,
-                 progress=None, neighbours=None, scaled=True):
+                 progress=None, neighbours=None, scaled=True, cache_bytes=None):
         """``g_feats=None``: one set, its items both the queries and the gallery (N x N distances).
         ``neighbours``: entries of each k-NN list the k-reciprocal sets are read from, the item itself included
         (None: k1 + 1, the standard code's; Cluster Contrast's: k1). ``scaled``: original distances divided by
-        their row's maximum (the standard code), or not (Cluster Contrast's weights exp(-d^2))."""
+        their row's maximum (the standard code), or not (Cluster Contrast's weights exp(-d^2)).
+
+        ``cache_bytes``: memory bound of the query x gallery distances kept from the k-NN pass for the final
+        blocks (Nq x Ng in the features' precision: float32 at MSMT17 scale, 11,659 x 82,161, is 3.6 GiB). The
+        first queries that fit are kept and the others' distances computed again, as all are with 0. None: 4 GiB,
+        at most half the memory available when the pass starts (Linux's MemAvailable). Kept on the CPU only, in
+        host memory: on a GPU the second product costs little and every distance is computed again. With
+        ``lambda_=0`` the original distances do not enter the result, and none are kept or computed."""
         self.k1, self.k2, self.lambda_ = int(k1), int(k2), float(lambda_)
         one_set = g_feats is None
         feats = np.asarray(q_feats) if one_set else np.concatenate([np.asarray(q_feats), np.asarray(g_feats)], axis=0)
@@ -449,7 +531,8 @@ class KReciprocal:
         self.computer = DistanceComputer(feats, metric, device)
         self.rows = rows
         width = self.k1 + 1 if neighbours is None else int(neighbours)
-        knn, self.row_max, knn_d2 = _knn_pass(self.computer, feats, max(width, self.k2), rows, progress)
+        self.kept = _query_gallery(self.computer, self.nq, self.g0, 0 if self.lambda_ == 0 else cache_bytes)
+        knn, self.row_max, knn_d2 = _knn_pass(self.computer, feats, max(width, self.k2), rows, progress, self.kept)
         if not scaled:
             self.row_max = np.ones(self.n)  # original distances as they are: d^2 itself
         self.width = width
@@ -525,14 +608,28 @@ class KReciprocal:
                                minlength=len(q_rows) * self.ng)
         shared = np.flatnonzero(temp_min)  # flat (query, gallery) positions in the block, sorted
         temp_min = temp_min[shared]
-        d = self.computer.block_tensor(self.feats[start:stop], slice(self.g0, self.n))
+        jaccard = 1.0 - temp_min / (2.0 - temp_min)
+        if self.lambda_ == 0:  # the original distances are weighted 0: final is the Jaccard distance alone
+            final = np.ones((len(q_rows), self.ng), np.float64 if self.computer.dtype == torch.float64 else np.float32)
+            final.reshape(-1)[shared] = jaccard
+            return final
+        d = self._distances(start, stop)
         at = torch.as_tensor(shared, device=d.device)
         original = d.view(-1)[at].cpu().numpy().astype(np.float64) ** 2 / self.row_max[start + shared // self.ng]
         scale = torch.as_tensor(self.lambda_ / self.row_max[start:stop], dtype=d.dtype, device=d.device)
         final = d.square_().mul_(scale[:, None]).add_(1.0 - self.lambda_).cpu().numpy()
-        jaccard = 1.0 - temp_min / (2.0 - temp_min)
         final.reshape(-1)[shared] = (1.0 - self.lambda_) * jaccard + self.lambda_ * original
         return final
+
+    def _distances(self, start: int, stop: int):
+        """Distances of queries start..stop to the gallery, a new tensor: the k-NN pass's where kept, else computed."""
+        import torch
+
+        held = min(stop, len(self.kept.data)) if self.kept is not None else start
+        parts = [self.kept.distances(start, held)] if start < held else []
+        if max(start, held) < stop:
+            parts.append(self.computer.block_tensor(self.feats[max(start, held) : stop], slice(self.g0, self.n)))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first query, final distances block) with bounded memory."""
@@ -544,14 +641,16 @@ class KReciprocal:
             done = pairs[start - 1] if start else 0.0
             stop = int(np.searchsorted(pairs, done + _PAIR_BUDGET, side="right"))
             stop = min(max(stop, start + 1), start + cap, self.nq)
-            with _torch_threads(1 if self.computer.device.type == "cpu" else 0):  # its product is numpy's on the CPU
+            # its product is numpy's on the CPU; with kept products, one thread also ran faster here (1.2x, shared machine)
+            with _torch_threads(1 if self.computer.device.type == "cpu" else 0):
                 block = self.block(start, stop)
             yield start, block
             start = stop
 
 
-def k_reciprocal(q_feats, g_feats, k1=20, k2=6, lambda_=0.3, metric="cosine", device="cpu", rows=None) -> np.ndarray:
+def k_reciprocal(q_feats, g_feats, k1=20, k2=6, lambda_=0.3, metric="cosine", device="cpu", rows=None,
+                 cache_bytes=None) -> np.ndarray:
     """Re-ranked (Nq x Ng) distances; for large sets prefer ``KReciprocal(...).chunks()``."""
-    rr = KReciprocal(q_feats, g_feats, k1, k2, lambda_, metric, device, rows)
+    rr = KReciprocal(q_feats, g_feats, k1, k2, lambda_, metric, device, rows, cache_bytes=cache_bytes)
     blocks = [b for _, b in rr.chunks()]
     return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, len(g_feats)))
