@@ -15,6 +15,10 @@ empty prompt (``none``, DLCR) or the joined answers cut to ``fallback_words``
 words as one item (``answers``). Answers and replies that stopped at their
 token limit are counted (``counts``: truncated_answers, truncated_replies;
 shown by ``reidkit expand``).
+
+Sampling is per item: every image and every outfit draws its tokens from its own generator seeded from
+(``seed``, stage, item index), so a seed gives the same prompts whatever ``batch_size`` is and whichever
+items share a batch (DLCR asked one item at a time).
 """
 from __future__ import annotations
 
@@ -29,11 +33,8 @@ FALLBACK_VLM_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
 LLAVA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
                    "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 
-
-def _seed_all(seed: int):
-    import torch
-
-    torch.manual_seed(seed)
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2")
+VLM_TOP_K = 50  # LLaVA samples through HF generate, whose default top-k is 50 (DLCR's LLaVA, and this source before)
 
 
 class LlavaLlamaPrompts:
@@ -64,6 +65,7 @@ class LlavaLlamaPrompts:
         "fallback_words": 12,
         "seed": 0,
         "dtype": "auto",
+        "attn_implementation": "auto",  # auto: transformers chooses
     }
 
     settings_spec = {
@@ -82,7 +84,7 @@ class LlavaLlamaPrompts:
         "vlm_max_new_tokens": Setting(int, "most new tokens per VLM answer", min=1),
         "llm_max_new_tokens": Setting(int, "most new tokens per LLM reply", min=1),
         "llm_max_seq_len": Setting(int, "prompt + reply within this many tokens (0: no limit)", min=0),
-        "batch_size": Setting(int, "images per VLM call", min=1),
+        "batch_size": Setting(int, "images per VLM call and outfits per LLM call (the prompts do not depend on it)", min=1),
         "postprocess": Setting(str, "how a reply becomes items (parsing.py)", choices=("dlcr", "reidkit")),
         "min_item_chars": Setting(int, "items of fewer characters are dropped (DLCR: 3)", min=0),
         "max_item_words": Setting(int, "items of more words are dropped (0: no limit)", min=0),
@@ -92,6 +94,8 @@ class LlavaLlamaPrompts:
         "fallback_words": Setting(int, "words of the answers kept by fallback=answers", min=1),
         "seed": Setting(int, "sampling seed", min=0),
         "dtype": Setting(str, "auto: float16 on GPU, float32 on CPU", choices=DTYPES),
+        "attn_implementation": Setting(str, "attention kernel of both models (auto: transformers chooses)",
+                                       choices=ATTN_IMPLEMENTATIONS),
     }
 
     def __init__(self, settings, device):
@@ -108,6 +112,9 @@ class LlavaLlamaPrompts:
             raise PluginError(f"llava-llama: fallback must be none or answers, got '{settings['fallback']}'")
         if not isinstance(settings["separator"], str) or not settings["separator"]:
             raise PluginError("llava-llama: separator must be a non-empty string (on the command line: space or comma)")
+        if settings["attn_implementation"] not in ATTN_IMPLEMENTATIONS:
+            raise PluginError(f"llava-llama: attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                              f"got '{settings['attn_implementation']}'")
         for key in ("vlm_max_new_tokens", "llm_max_new_tokens"):
             if int(settings[key]) < 1:
                 raise PluginError(f"llava-llama: {key} must be >= 1, got {settings[key]}")
@@ -127,8 +134,19 @@ class LlavaLlamaPrompts:
 
             raise ReidkitError(load_failure(what, self.s[what], exc, f"pass a local folder with --prompt-set {what}=DIR")) from None
 
+    def _model(self, what, cls, dtype):
+        """``cls.from_pretrained`` of the ``what`` model on the device, in eval mode, with ``attn_implementation``."""
+        attn = self.s["attn_implementation"]
+        extra = {} if attn == "auto" else {"attn_implementation": attn}
+        try:  # straight to the device (accelerate): no full CPU copy of a 7B model
+            model = self._load(what, lambda: cls.from_pretrained(self.s[what], dtype=dtype, device_map=str(self.device), **extra))
+        except ImportError as exc:  # e.g. flash_attention_2 without the flash-attn package
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise PluginError(f"llava-llama: attn_implementation={attn} cannot be used: {first}") from None
+        return model.to(self.device).eval()
+
     def answer_all(self, images: list[np.ndarray], progress=None) -> tuple[list[str], list[bool]]:
-        """The VLM's answer to ``question`` for each image (batched, seeded per batch), and whether each
+        """The VLM's answer to ``question`` for each image (batched, sampled per image), and whether each
         stopped at ``vlm_max_new_tokens`` (cut) instead of ending by itself."""
         import torch
         from PIL import Image
@@ -136,9 +154,7 @@ class LlavaLlamaPrompts:
 
         dtype = self._dtype()
         processor = self._load("vlm", lambda: AutoProcessor.from_pretrained(self.s["vlm"]))
-        model = self._load("vlm", lambda: AutoModelForImageTextToText.from_pretrained(
-            self.s["vlm"], dtype=dtype, device_map=str(self.device)))  # straight to the device (accelerate): no full CPU copy of a 7B model
-        model.to(self.device).eval()
+        model = self._model("vlm", AutoModelForImageTextToText, dtype)
         tok = processor.tokenizer
         tok.padding_side = "left"  # generation continues after the last real token
         if tok.pad_token is None:
@@ -155,14 +171,14 @@ class LlavaLlamaPrompts:
         mean = getattr(getattr(processor, "image_processor", None), "image_mean", None) or [0.5, 0.5, 0.5]
         fill = tuple(int(x * 255) for x in mean)  # LLaVA's expand2square background
         square = self.s["vlm_image"] == "pad"  # a tall Re-ID crop would otherwise lose head and feet to a centre crop
-        for b, start in enumerate(range(0, len(images), bs)):
+        for start in range(0, len(images), bs):
             batch = [Image.fromarray(pad_to_square(im, fill) if square else im) for im in images[start : start + bs]]
             inputs = processor(images=batch, text=[text] * len(batch), padding=True, return_tensors="pt").to(self.device)
             inputs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inputs.items()}
-            _seed_all(int(np.random.SeedSequence([int(self.s["seed"]), 0, b]).generate_state(1)[0]))
+            sampler = ItemSampler(int(self.s["seed"]), 0, range(start, start + len(batch)),
+                                  float(self.s["vlm_temperature"]), top_k=VLM_TOP_K)
             with torch.inference_mode():
-                ids = model.generate(**inputs, do_sample=True, temperature=float(self.s["vlm_temperature"]),
-                                     max_new_tokens=limit)
+                ids = model.generate(**inputs, **sampler.generate_kwargs(), max_new_tokens=limit)
             rows, hit = new_tokens(ids, inputs["input_ids"].shape[1], [limit] * len(batch), ends)
             out.extend(t.strip() for t in processor.batch_decode(rows, skip_special_tokens=True))
             cut.extend(hit)
@@ -175,14 +191,14 @@ class LlavaLlamaPrompts:
     def extract_all(self, texts: list[str], progress=None) -> tuple[list[str], list[bool]]:
         """The chat LLM's reply to ``instruction`` for each outfit's joined answers, and whether each was cut
         at its limit: ``llm_max_new_tokens``, and (``llm_max_seq_len`` > 0) prompt + reply within
-        ``llm_max_seq_len`` tokens, each prompt by its own length as in DLCR (one dialog at a time)."""
+        ``llm_max_seq_len`` tokens, each prompt by its own length as in DLCR (one dialog at a time).
+        Sampled per outfit (temperature, then top-p as Llama's sample_top_p)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = self._dtype()
         tok = self._load("llm", lambda: AutoTokenizer.from_pretrained(self.s["llm"]))
-        model = self._load("llm", lambda: AutoModelForCausalLM.from_pretrained(self.s["llm"], dtype=dtype, device_map=str(self.device)))
-        model.to(self.device).eval()
+        model = self._model("llm", AutoModelForCausalLM, dtype)
         tok.padding_side = "left"
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -196,14 +212,14 @@ class LlavaLlamaPrompts:
                 prompts.append(instruction)
         bs, out, cut = int(self.s["batch_size"]), [], []
         limit, total, ends = int(self.s["llm_max_new_tokens"]), int(self.s["llm_max_seq_len"]), end_ids(model, tok)
-        for b, start in enumerate(range(0, len(prompts), bs)):
+        for start in range(0, len(prompts), bs):
             inputs = tok(prompts[start : start + bs], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             lengths = inputs["attention_mask"].sum(1).tolist()  # each prompt's own length (left padding excluded)
             caps = [max(0, min(limit, total - int(n))) if total > 0 else limit for n in lengths]
-            _seed_all(int(np.random.SeedSequence([int(self.s["seed"]), 1, b]).generate_state(1)[0]))
+            sampler = ItemSampler(int(self.s["seed"]), 1, range(start, start + len(caps)),
+                                  float(self.s["llm_temperature"]), top_p=float(self.s["llm_top_p"]))
             with torch.inference_mode():
-                ids = model.generate(**inputs, do_sample=True, temperature=float(self.s["llm_temperature"]),
-                                     top_p=float(self.s["llm_top_p"]), max_new_tokens=max(1, max(caps)),
+                ids = model.generate(**inputs, **sampler.generate_kwargs(), max_new_tokens=max(1, max(caps)),
                                      pad_token_id=tok.pad_token_id)
             rows, hit = new_tokens(ids, inputs["input_ids"].shape[1], caps, ends)
             out.extend(tok.batch_decode(rows, skip_special_tokens=True))
@@ -280,3 +296,82 @@ def new_tokens(ids, prompt_len: int, caps: list[int], ends: set[int]) -> tuple[l
         rows.append(row)
         cut.append(len(row) >= cap and not ends.intersection(row))
     return rows, cut
+
+
+class ItemSampler:
+    """A logits processor for ``generate`` drawing each row's next token from that item's own generator.
+
+    Row r of a batch is item ``items[r]``; its generator is seeded from (seed, stage, item index), so its tokens do
+    not depend on the batch size nor on the other rows. HF then decodes greedily: every logit but the drawn
+    token's is -inf (processors HF adds after a custom one in greedy mode, LogitNormalization and watermarking,
+    keep that token the argmax). Rows that already ended still draw, but only from their own generator."""
+
+    def __init__(self, seed: int, stage: int, items, temperature: float, top_k: int = 0, top_p: float = 1.0):
+        self.seeds = [item_seed(seed, stage, i) for i in items]
+        self.temperature, self.top_k, self.top_p = float(temperature), int(top_k), float(top_p)
+        self.generators = None  # made on the logits' device at the first step
+
+    def generate_kwargs(self) -> dict:
+        """``generate`` arguments: greedy over this processor's output (no sampling nor warpers of HF's own)."""
+        from transformers import LogitsProcessorList
+
+        return {"do_sample": False, "logits_processor": LogitsProcessorList([self]),
+                "temperature": None, "top_k": None, "top_p": None}
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.generators is None:
+            self.generators = [item_generator(s, scores.device) for s in self.seeds]
+        drawn = torch.stack([draw_row(row, gen, self.temperature, self.top_k, self.top_p)
+                             for row, gen in zip(scores, self.generators)])  # stays on the device: no sync per row
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
+def item_seed(seed: int, stage: int, index: int) -> int:
+    """The seed of one item's sampling (stage 0: VLM answers per image, 1: LLM replies per outfit)."""
+    return int(np.random.SeedSequence([int(seed), int(stage), int(index)]).generate_state(1)[0])
+
+
+def item_generator(seed: int, device):
+    """A torch generator of its own on ``device`` (multinomial draws where the logits lie)."""
+    import torch
+
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def sample_row(logits, generator, temperature: float, top_k: int = 0, top_p: float = 1.0) -> int:
+    """The token id ``draw_row`` draws."""
+    return int(draw_row(logits, generator, temperature, top_k, top_p))
+
+
+def draw_row(logits, generator, temperature: float, top_k: int = 0, top_p: float = 1.0):
+    """One token (a 1-element tensor) from one row of logits, as HF's sampling orders it: temperature, top-k,
+    top-p; then a draw from ``generator`` alone. Temperature 0: the argmax (greedy), no draw."""
+    import torch
+
+    logits = logits.float()
+    if temperature == 0:
+        return torch.argmax(logits).reshape(1)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:  # HF's TopKLogitsWarper: below the k-th largest logit is out
+        logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[-1], float("-inf"))
+    probs = torch.softmax(logits, -1)
+    probs = torch.where(top_p_keep(probs, top_p), probs, torch.zeros_like(probs))
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def top_p_keep(probs, top_p: float):
+    """Which tokens nucleus sampling keeps (HF's TopPLogitsWarper, Llama's sample_top_p): the smallest set of
+    most probable tokens whose probability reaches ``top_p``, at least the most probable one."""
+    import torch
+
+    if top_p >= 1:
+        return torch.ones_like(probs, dtype=torch.bool)
+    ordered, order = torch.sort(probs, descending=True)
+    before = torch.cumsum(ordered, -1) - ordered  # probability of the tokens more probable than each
+    keep = before < top_p
+    keep[0] = True
+    return torch.zeros_like(keep).scatter(-1, order, keep)
