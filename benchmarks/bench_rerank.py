@@ -23,7 +23,10 @@ also timed the recomputing way (the product again, as with --cache-bytes 0),
 scaled, for the stage's figure. --dense (Market scale only)
 also runs the dense reference (the authors' / torchreid's re_ranking, float32)
 and reports the largest difference of final distances. --device cuda runs the
-k-NN pass (and the distances) on the GPU.
+k-NN pass (and the distances) on the GPU, and with it the sparse stages (weights,
+expansion, Jaccard blocks: reidkit/evaluation/rerank_device.py); --sparse-numpy
+keeps those in numpy on the host (the previous way), --sparse-on-device runs the
+torch code on the CPU too.
 
 --scale msmt-quarter / msmt-half: MSMT17's numbers of queries and gallery
 items divided by 4 / 2 (same persons and cameras ratios), to compare methods
@@ -131,15 +134,27 @@ def progress_printer(total, label):
     return update
 
 
-def old_jaccard_block(rr, start, stop):
-    """The previous KReciprocal.block: dense float64 min-sum, Jaccard and original distances over the whole block."""
+def host_sparse(rr):
+    """(V as SparseRows, col_ptr, col_rows, col_vals) in numpy: the device path's tensors copied to the host."""
+    from reidkit.evaluation.rerank import SparseRows
+
+    if not rr.sparse_on_device:
+        return rr.v, rr.col_ptr, rr.col_rows, rr.col_vals
+    v = SparseRows(*(t.cpu().numpy() for t in (rr.v.indptr, rr.v.indices, rr.v.data)))
+    return (v, *(t.cpu().numpy() for t in (rr.col_ptr, rr.col_rows, rr.col_vals)))
+
+
+def old_jaccard_block(rr, start, stop, host):
+    """The previous KReciprocal.block: dense float64 min-sum, Jaccard and original distances over the whole block.
+    host: host_sparse(rr)."""
     from reidkit.evaluation.rerank import expand_ranges
 
+    v, col_ptr, col_rows, col_vals = host
     q_rows = np.arange(start, stop)
-    which, cols, vq = rr.v.gather(q_rows)
-    rep, pos = expand_ranges(rr.col_ptr[cols], rr.col_ptr[cols + 1])
-    mins = np.minimum(vq[rep], rr.col_vals[pos])
-    keys = which[rep] * rr.ng + rr.col_rows[pos]
+    which, cols, vq = v.gather(q_rows)
+    rep, pos = expand_ranges(col_ptr[cols], col_ptr[cols + 1])
+    mins = np.minimum(vq[rep], col_vals[pos])
+    keys = which[rep] * rr.ng + col_rows[pos]
     temp_min = np.bincount(keys, weights=mins, minlength=len(q_rows) * rr.ng).reshape(len(q_rows), rr.ng)
     jaccard = 1.0 - temp_min / (2.0 - temp_min)
     orig = rr.computer.block(rr.feats[start:stop], slice(rr.nq, rr.n)).astype(np.float64) ** 2
@@ -160,10 +175,11 @@ def reuse(timed):
     return knn_pass
 
 
-def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=None, old_chunks=0, cache_bytes=None):
+def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=None, old_chunks=0, cache_bytes=None,
+               sparse_on_device=None):
     """reidkit's whole re-ranking + scoring, by stage. knn: the k-NN pass's result and what it kept (bench_knn's),
     already timed (reused, not rerun). old_chunks: also time the previous Jaccard block, and the recomputing new one,
-    on the first query chunks (results compared), to scale."""
+    on the first query chunks (results compared), to scale. sparse_on_device: KReciprocal's (None: off the CPU)."""
     import reidkit.evaluation.rerank as rerank
     from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator
 
@@ -177,8 +193,9 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
         with measure(rec), clock:
             with prep_clock:
                 rr = rerank.KReciprocal(q, g, 20, 6, 0.3, "cosine", device, cache_bytes=cache_bytes,
-                                        progress=progress_printer(len(q) + len(g), "k-NN pass"))
+                                        progress=progress_printer(len(q) + len(g), "k-NN pass"), sparse_on_device=sparse_on_device)
             out["v_entries_per_row"] = float(len(rr.v.data) / rr.n)
+            out["sparse_on_device"] = rr.sparse_on_device
             scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
             report = progress_printer(len(q), "re-ranked blocks")
             chunks, old_done, old_rows, differ, differ_again = rr.chunks(), 0, 0, 0.0, 0.0
@@ -193,8 +210,9 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
                 if keep_matrix:
                     blocks.append(block)
                 if old_done < old_chunks:  # the first old_chunks chunks again, the previous way
+                    host = host if old_done else host_sparse(rr)  # untimed: the old block's inputs in numpy
                     with old_clock:
-                        old = old_jaccard_block(rr, start, start + len(block))
+                        old = old_jaccard_block(rr, start, start + len(block), host)
                     differ = max(differ, float(np.abs(old.astype(np.float64) - block).max()))
                     with again_clock:
                         again = recomputed_block(rr, start, start + len(block))
@@ -268,6 +286,10 @@ def main():
     ap.add_argument("--cache-bytes", type=int, help="with --full: bound of the kept query x gallery products (default: reidkit's; 0: none kept)")
     ap.add_argument("--dense", action="store_true", help="also run the dense reference (Market scale only)")
     ap.add_argument("--device", default="cpu", help="torch device of the k-NN pass and distances")
+    ap.add_argument("--sparse-on-device", dest="sparse_on_device", action="store_const", const=True,
+                    help="with --full: weights, expansion and Jaccard blocks in torch on --device (default: off the CPU only)")
+    ap.add_argument("--sparse-numpy", dest="sparse_on_device", action="store_const", const=False,
+                    help="with --full: those stages in numpy on the host even with a GPU --device (the previous way)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.device != "cpu":
@@ -292,7 +314,7 @@ def main():
             if args.full or (args.dense and scale == "market"):
                 run["reidkit"], mine = run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, args.device,
                                                   keep_matrix=args.dense and scale == "market", knn=knn, old_chunks=args.old_chunks,
-                                                  cache_bytes=args.cache_bytes)
+                                                  cache_bytes=args.cache_bytes, sparse_on_device=args.sparse_on_device)
                 if args.full:
                     run["whole"] = whole(run)
                 if args.dense and scale == "market":

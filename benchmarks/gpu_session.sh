@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
-PARTS=${PARTS:-"dlcr train precision dreid eval rerank prompts"}
+PARTS=${PARTS:-"dlcr train precision dreid eval rerank rerank-numpy rerank-test prompts"}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.txt" 2>&1
 $PY -c "import torch, diffusers, transformers, reidkit; print(torch.__version__, diffusers.__version__, transformers.__version__, reidkit.__file__)" >>"$OUT/gpu.txt" 2>&1
 
@@ -36,6 +36,11 @@ part dreid 100 $PY benchmarks/bench_diffusion_reid.py --size sd15 --device cuda 
 part eval 200 $PY benchmarks/bench_eval.py --scale msmt --device cuda --classic-queries 1000 --json "$OUT/eval.json"
 part rerank 300 $PY benchmarks/bench_rerank.py --scale msmt --device cuda --old-rows 2048 --full --old-chunks 4 \
   --json "$OUT/rerank.json"
+# issue 30: the same with the sparse stages in numpy on the host (the way before rerank_device.py), to compare with the above
+part rerank-numpy 300 $PY benchmarks/bench_rerank.py --scale msmt --device cuda --old-rows 2048 --full --old-chunks 4 \
+  --sparse-numpy --json "$OUT/rerank-numpy.json"
+# the device code's own test on the device (skipped on the CPU)
+part rerank-test 120 $PY -m pytest -q tests/test_eval_rerank.py -k "device or gpu"
 # issue 30: LLaVA-1.5-7B captioning + Llama-2-7b-chat summarising (random weights, real configs), batch 1 vs 8 / 16,
 # typical then DLCR's token limits; each setting stops after the batch that passes 15 s, results kept after each
 part prompts 420 $PY benchmarks/bench_prompts.py --size real --device cuda --dtype bfloat16 --images 16 --batch-sizes 1,8,16 \

@@ -205,3 +205,110 @@ def test_one_set_keeps_both_halves_of_each_block_and_cluster_contrast_settings_s
     rr.lambda_ = 1e-300  # the general path: mixing in d^2 / max at a weight that rounds it away
     np.testing.assert_array_equal(jaccard, np.concatenate([b for _, b in rr.chunks()]))
     assert jaccard.dtype == np.float32 and (jaccard[np.eye(45, dtype=bool)] < 1).all() and (jaccard == 1).any()
+
+
+def _clustered(seed, nq, ng, dim, dtype):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((5, dim))
+    q = centres[rng.integers(0, 5, nq)] + 0.4 * rng.standard_normal((nq, dim))
+    g = centres[rng.integers(0, 5, ng)] + 0.4 * rng.standard_normal((ng, dim))
+    return q.astype(dtype), g.astype(dtype)
+
+
+def _with_ties(dtype):
+    # small integer features with duplicated items: exact distances, so neighbours and weights tie exactly
+    rng = np.random.default_rng(11)
+    q = rng.integers(-3, 4, (9, 5)).astype(dtype)
+    g = rng.integers(-3, 4, (40, 5)).astype(dtype)
+    g[5:9] = g[4]
+    q[2] = g[4]
+    q[6] = q[5]
+    return q, g
+
+
+_SETTINGS = {
+    "standard": dict(k1=8, k2=3, lambda_=0.3),
+    "cluster_contrast": dict(k1=8, k2=3, lambda_=0.0, neighbours=8, scaled=False),
+    "no_expansion": dict(k1=6, k2=1, lambda_=0.5),
+}
+
+
+@pytest.mark.parametrize("settings", sorted(_SETTINGS))
+@pytest.mark.parametrize("one_set", [False, True])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("dtype,atol", [(np.float64, 1e-12), (np.float32, 1e-6)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_sparse_stages_on_device_give_the_numpy_result(settings, one_set, metric, dtype, atol, ties):
+    # sparse_on_device=True runs the torch code a GPU runs (weights, expansion, gallery index, Jaccard blocks) on the
+    # CPU: the same weight rows and final distances as the numpy path, within the float64 sums' order of rounding
+    # (and the final precision's rounding in float32). Small query chunks (rows=6) exercise the chunking.
+    q, g = _with_ties(dtype) if ties else _clustered(len(settings) + 7 * one_set, 23, 70, 12, dtype)
+    gallery = None if one_set else g
+    kwargs = dict(_SETTINGS[settings], metric=metric, rows=6)
+    want_rr, want = _final(q, gallery, **kwargs)
+    got_rr, got = _final(q, gallery, sparse_on_device=True, **kwargs)
+    assert got_rr.sparse_on_device and not want_rr.sparse_on_device
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    # the sparse structure itself: same rows, same entries, same weights; same gallery column index
+    np.testing.assert_array_equal(got_rr.v.indptr.numpy(), want_rr.v.indptr)
+    np.testing.assert_array_equal(got_rr.v.indices.numpy(), want_rr.v.indices)
+    np.testing.assert_allclose(got_rr.v.data.numpy(), want_rr.v.data, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(got_rr.col_ptr.numpy(), want_rr.col_ptr)
+    np.testing.assert_array_equal(got_rr.col_rows.numpy(), want_rr.col_rows)
+    np.testing.assert_array_equal(got_rr._jaccard_pairs(np.arange(len(q))), want_rr._jaccard_pairs(np.arange(len(q))))
+
+
+def test_sparse_stages_on_device_match_the_dense_reference_and_bound_chunks_by_pairs(monkeypatch):
+    # Against the dense reference directly, and with a pair budget so small that every chunk is one query (the
+    # chunks' bound is the numpy path's: the device code only computes the blocks chunks() chooses).
+    from reidkit.evaluation import rerank
+
+    q, g = _clustered(2, 17, 60, 8, np.float64)
+    _, got = _final(q, g, 8, 3, 0.3, "euclidean", sparse_on_device=True)
+    np.testing.assert_allclose(got, dense(q, g, "euclidean", 8, 3, 0.3), atol=1e-10)
+    monkeypatch.setattr(rerank, "_PAIR_BUDGET", 1)
+    rr = KReciprocal(q, g, 8, 3, 0.3, "euclidean", sparse_on_device=True)
+    blocks = list(rr.chunks())
+    assert [s for s, _ in blocks] == list(range(17)) and all(len(b) == 1 for _, b in blocks)
+    np.testing.assert_allclose(np.concatenate([b for _, b in blocks]), got, rtol=0, atol=1e-15)
+
+
+def test_device_expansion_sets_and_from_coo_equal_numpy():
+    # The building blocks alone: expansion sets (exact integers), and COO -> CSR with duplicates summed.
+    import torch
+
+    from reidkit.evaluation import rerank_device
+    from reidkit.evaluation.rerank import SparseRows, _expansion_sets, _knn_pass
+    from reidkit.evaluation.distance import DistanceComputer
+
+    q, g = _with_ties(np.float64)
+    feats = np.concatenate([q, g])
+    knn, _, _ = _knn_pass(DistanceComputer(feats, "euclidean"), feats, 21)
+    for k1 in (1, 4, 20):
+        rows = np.arange(3, 30)
+        want = _expansion_sets(knn[:, : k1 + 1], k1, rows)
+        got = rerank_device.expansion_sets(torch.as_tensor(knn[:, : k1 + 1]), k1, torch.as_tensor(rows))
+        np.testing.assert_array_equal(got.numpy(), want)
+    rng = np.random.default_rng(0)
+    rows, cols, vals = rng.integers(0, 7, 200), rng.integers(0, 9, 200), rng.random(200)
+    want = SparseRows.from_coo(8, rows, cols, vals, 9)
+    got = rerank_device.DeviceRows.from_coo(8, *(torch.as_tensor(a) for a in (rows, cols, vals)), 9)
+    np.testing.assert_array_equal(got.indptr.numpy(), want.indptr)
+    np.testing.assert_array_equal(got.indices.numpy(), want.indices)
+    np.testing.assert_allclose(got.data.numpy(), want.data, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype,atol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_on_a_gpu_the_sparse_stages_run_there_and_give_the_cpu_result(dtype, atol):
+    # For a GPU session: device="cuda" puts the sparse stages on the GPU by default; the same final distances as the
+    # CPU's numpy path within the products' rounding (the GPU's k-NN pass and distances round differently).
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    q, g = _clustered(4, 40, 150, 16, dtype)
+    for gallery, settings in ((g, _SETTINGS["standard"]), (None, _SETTINGS["cluster_contrast"])):
+        rr, got = _final(q, gallery, device="cuda", rows=16, **settings)
+        assert rr.sparse_on_device and rr.v.data.device.type == "cuda" and isinstance(got, np.ndarray)
+        np.testing.assert_allclose(got, _final(q, gallery, rows=16, **settings)[1], rtol=0, atol=atol)

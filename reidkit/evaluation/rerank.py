@@ -509,7 +509,7 @@ class KReciprocal:
     """Re-ranked query x gallery distances, produced a query chunk at a time."""
 
     def __init__(self, q_feats, g_feats, k1=20, k2=6, lambda_=0.3, metric="cosine", device="cpu", rows=None,
-                 progress=None, neighbours=None, scaled=True, cache_bytes=None):
+                 progress=None, neighbours=None, scaled=True, cache_bytes=None, sparse_on_device=None):
         """``g_feats=None``: one set, its items both the queries and the gallery (N x N distances).
         ``neighbours``: entries of each k-NN list the k-reciprocal sets are read from, the item itself included
         (None: k1 + 1, the standard code's; Cluster Contrast's: k1). ``scaled``: original distances divided by
@@ -520,7 +520,11 @@ class KReciprocal:
         first queries that fit are kept and the others' distances computed again, as all are with 0. None: 4 GiB,
         at most half the memory available when the pass starts (Linux's MemAvailable). Kept on the CPU only, in
         host memory: on a GPU the second product costs little and every distance is computed again. With
-        ``lambda_=0`` the original distances do not enter the result, and none are kept or computed."""
+        ``lambda_=0`` the original distances do not enter the result, and none are kept or computed.
+
+        ``sparse_on_device``: the sparse stages (weights, expansion, gallery index, Jaccard blocks) in torch on the
+        computer's device (rerank_device.py; True on the CPU tests that code), or in numpy on the host (False).
+        None: on the device off the CPU, numpy on it."""
         self.k1, self.k2, self.lambda_ = int(k1), int(k2), float(lambda_)
         one_set = g_feats is None
         feats = np.asarray(q_feats) if one_set else np.concatenate([np.asarray(q_feats), np.asarray(g_feats)], axis=0)
@@ -536,11 +540,18 @@ class KReciprocal:
         if not scaled:
             self.row_max = np.ones(self.n)  # original distances as they are: d^2 itself
         self.width = width
-        v = self._weights(knn, knn_d2)
-        if self.k2 != 1:
-            v = self._expand(v, knn[:, : self.k2])
-        self.v = v
-        self._index_gallery()
+        self.sparse_on_device = self.computer.device.type != "cpu" if sparse_on_device is None else bool(sparse_on_device)
+        if self.sparse_on_device:  # torch tensors on the device: V, its gallery column index, row maxima
+            from reidkit.evaluation import rerank_device
+
+            self.v, self.col_ptr, self.col_rows, self.col_vals, self.row_max_t = rerank_device.sparse_stages(
+                self.computer, knn, knn_d2, self.row_max, self.k1, self.k2, width, self.g0)
+        else:
+            v = self._weights(knn, knn_d2)
+            if self.k2 != 1:
+                v = self._expand(v, knn[:, : self.k2])
+            self.v = v
+            self._index_gallery()
         self.feats = feats
 
     def _weights(self, knn, knn_d2, chunk=4096) -> SparseRows:
@@ -587,6 +598,10 @@ class KReciprocal:
 
     def _jaccard_pairs(self, q_rows):
         """Number of (query entry, gallery entry) pairs each query row creates."""
+        if self.sparse_on_device:
+            from reidkit.evaluation import rerank_device
+
+            return rerank_device.jaccard_pairs(self, q_rows)
         which, cols, _ = self.v.gather(q_rows)
         per_entry = self.col_ptr[cols + 1] - self.col_ptr[cols]
         return np.bincount(which, weights=per_entry, minlength=len(q_rows))
@@ -599,6 +614,11 @@ class KReciprocal:
         over the whole block in the features' precision; the pairs that share entries get their Jaccard distance
         from the min-sum, in float64, and replace them."""
         import torch
+
+        if self.sparse_on_device:
+            from reidkit.evaluation import rerank_device
+
+            return rerank_device.block(self, start, stop)
 
         q_rows = np.arange(start, stop)
         which, cols, vq = self.v.gather(q_rows)
