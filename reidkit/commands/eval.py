@@ -126,6 +126,18 @@ def run_evaluation(store, features, index, protocols=(), distance="cosine", rera
     return results
 
 
+def leave_group():
+    """At exit: wait for every rank (rank 0 still scores after the others have returned), then leave the group.
+    A rank that tore its group down while rank 0 was still in it was seen to abort (SIGABRT) on a loaded machine."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
 def annotate(results: dict, model=None, recorded_best=None, store=None):
     """Record in every result which test features were used (flip, weights, epoch), the training-recorded best, the
     store evaluated and the store(s) the run trained on."""
@@ -257,14 +269,12 @@ def eval_command(store, features_path, protocols, distance, rerank, k1, k2, lamb
         recorded = read_best(checkpoint)  # training's best epoch on the test set, shown beside the results
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun/accelerate: join the group, each rank on its own device
-            from reidkit.training.distributed import setup
-
             import atexit
 
-            import torch.distributed as dist
+            from reidkit.training.distributed import setup
 
             device = setup(device).device
-            atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+            atexit.register(leave_group)
         model = load_reid_model(checkpoint, device, flip=flip, select=select)
         if model.config.get("store_fingerprint") != opened.fingerprint:
             click.echo(f"Note: {checkpoint} was trained on another store (fingerprint {model.config.get('store_fingerprint')})", err=True)
