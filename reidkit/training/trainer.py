@@ -204,7 +204,11 @@ class Trainer:
         try:
             # SIGTERM (a scheduler's preemption): the step in progress finishes, a checkpoint at that step, one resume line
             with signal_flag(signal.SIGTERM) as self.terminated:
-                return self.run_all()
+                result = self.run_all()
+            # ranks leave the group together (rank 0 still writes after the others end; two loaded CI runs saw the
+            # rank that left first abort); on the success path only: a failed rank must not wait for the others
+            barrier(self.ctx)
+            return result
         finally:
             if self.writer is not None:
                 self.writer.wait(raise_error=False)  # an interrupted run still finishes the checkpoint it was writing
