@@ -198,7 +198,8 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
             out["sparse_on_device"] = rr.sparse_on_device
             scorer, acc = RankScorer(g_pids, g_cams), ScoreAccumulator()
             report = progress_printer(len(q), "re-ranked blocks")
-            chunks, old_done, old_rows, differ, differ_again = rr.chunks(), 0, 0, 0.0, 0.0
+            # evaluation's blocks: device tensors ranked there when the sparse stages run off the CPU, else numpy
+            chunks, old_done, old_rows, differ, differ_again = rr.chunks(tensors=None), 0, 0, 0.0, 0.0
             while True:
                 with block_clock:
                     item = next(chunks, None)
@@ -207,6 +208,8 @@ def run_sparse(q, g, q_pids, g_pids, q_cams, g_cams, device, keep_matrix, knn=No
                 start, block = item
                 with score_clock:
                     acc.add(scorer.score(block, q_pids[start : start + len(block)], q_cams[start : start + len(block)]), start)
+                if not isinstance(block, np.ndarray) and (keep_matrix or old_done < old_chunks):
+                    block = block.cpu().numpy()  # untimed: only for the comparisons
                 if keep_matrix:
                     blocks.append(block)
                 if old_done < old_chunks:  # the first old_chunks chunks again, the previous way

@@ -312,3 +312,78 @@ def test_on_a_gpu_the_sparse_stages_run_there_and_give_the_cpu_result(dtype, ato
         rr, got = _final(q, gallery, device="cuda", rows=16, **settings)
         assert rr.sparse_on_device and rr.v.data.device.type == "cuda" and isinstance(got, np.ndarray)
         np.testing.assert_allclose(got, _final(q, gallery, rows=16, **settings)[1], rtol=0, atol=atol)
+
+
+def _eval_sets(seed, dtype, with_ties):
+    # queries and gallery with persons, cameras and clothes drawn so every rule has positives and dropped items
+    from reidkit.evaluation.protocols import EvalSet
+
+    q, g = _with_ties(dtype) if with_ties else _clustered(seed, 23, 70, 12, dtype)
+    rng = np.random.default_rng(seed)
+    sets = []
+    for feats in (q, g):
+        n = len(feats)
+        person = rng.integers(0, 5, n)  # the clustered features' centres are not the persons: ranks mix
+        sets.append(EvalSet(feats, person, rng.integers(0, 3, n), rng.integers(0, 2, n), np.arange(n)))
+    return sets
+
+
+@pytest.mark.parametrize("rule", ["standard", "cc", "sc"])
+@pytest.mark.parametrize("with_ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_re_ranked_blocks_scored_as_tensors_give_the_scores_of_the_dense_reference(rule, with_ties, dtype):
+    # Evaluation off the CPU keeps each re-ranked block on the device and ranks it there (positive_ranks_torch): the
+    # same code run here on CPU tensors (sparse_on_device=True, tensors=True) scores as the dense reference's matrix
+    # ranked by numpy. Small chunks (rows=5) score several blocks.
+    import torch
+
+    from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator, evaluate_scores
+
+    query, gallery = _eval_sets(3, dtype, with_ties)
+    rr = KReciprocal(query.features, gallery.features, 8, 3, 0.3, "euclidean", rows=5, sparse_on_device=True)
+    scorer, acc = RankScorer(gallery.person, gallery.camera, gallery.clothes, rule), ScoreAccumulator(10)
+    for start, block in rr.chunks(tensors=True):
+        assert isinstance(block, torch.Tensor) and len(block) <= 5
+        stop = start + len(block)
+        acc.add(scorer.score(block, query.person[start:stop], query.camera[start:stop], query.clothes[start:stop]), start)
+    got = acc.summary()
+    ref = dense(query.features.astype(np.float64), gallery.features.astype(np.float64), "euclidean", 8, 3, 0.3)
+    want = evaluate_scores(ref, query.person, gallery.person, query.camera, gallery.camera, query.clothes,
+                           gallery.clothes, rule, max_rank=10)
+    assert got["valid_queries"] == want["valid_queries"] > 0
+    np.testing.assert_allclose([got[k] for k in ("mAP", "mINP")], [want[k] for k in ("mAP", "mINP")], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["cmc"], want["cmc"], rtol=0, atol=1e-12)
+
+
+def test_the_numpy_path_hands_out_tensors_when_asked_and_evaluation_asks_only_off_the_cpu():
+    import torch
+
+    q, g = _clustered(5, 11, 30, 6, np.float64)
+    rr = KReciprocal(q, g, 6, 3, 0.3)
+    numpy_blocks = [b for _, b in rr.chunks(rows=4)]
+    tensor_blocks = [b for _, b in rr.chunks(rows=4, tensors=True)]
+    assert all(isinstance(b, np.ndarray) for b in numpy_blocks) and all(isinstance(b, torch.Tensor) for b in tensor_blocks)
+    np.testing.assert_array_equal(np.concatenate(numpy_blocks), torch.cat(tensor_blocks).numpy())
+    # tensors=None (evaluation's choice): tensors only where the sparse stages run off the CPU
+    assert all(isinstance(b, np.ndarray) for _, b in KReciprocal(q, g, 6, 3, 0.3, sparse_on_device=True).chunks(tensors=None))
+
+
+def test_on_a_gpu_evaluation_scores_re_ranked_blocks_on_the_device():
+    # For a GPU session: score_sets with device="cuda" keeps the re-ranked blocks on the GPU and ranks them there;
+    # the same scores as the CPU's numpy path, within the products' rounding.
+    import torch
+
+    from reidkit.evaluation import protocols
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    query, gallery = _eval_sets(6, np.float64, False)
+    blocks = list(protocols.distance_blocks(query, gallery, "euclidean", {"k1": 8, "k2": 3, "lambda": 0.3}, "cuda"))
+    assert all(isinstance(b, torch.Tensor) and b.device.type == "cuda" for _, b in blocks)
+    rerank = {"k1": 8, "k2": 3, "lambda": 0.3}
+    for rule in ("standard", "cc"):
+        got = protocols.score_sets(query, gallery, rule, "euclidean", rerank, "cuda")
+        want = protocols.score_sets(query, gallery, rule, "euclidean", rerank, "cpu")
+        assert got["valid_queries"] == want["valid_queries"] > 0
+        np.testing.assert_allclose(got["mAP"], want["mAP"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(got["cmc"], want["cmc"], rtol=0, atol=1e-9)

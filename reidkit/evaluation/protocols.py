@@ -94,7 +94,7 @@ def distance_blocks(query: EvalSet, gallery: EvalSet, distance, rerank, device, 
         from reidkit.evaluation.rerank import KReciprocal
 
         return KReciprocal(query.features, gallery.features, k1=rerank["k1"], k2=rerank["k2"], lambda_=rerank["lambda"],
-                           metric=distance, device=device, progress=on_rows).chunks()
+                           metric=distance, device=device, progress=on_rows).chunks(tensors=None)
     return DistanceComputer(gallery.features, distance, device).chunks(query.features)
 
 

@@ -606,8 +606,9 @@ class KReciprocal:
         per_entry = self.col_ptr[cols + 1] - self.col_ptr[cols]
         return np.bincount(which, weights=per_entry, minlength=len(q_rows))
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        """Final distances of queries start..stop to the whole gallery.
+    def block(self, start: int, stop: int, tensors: bool = False):
+        """Final distances of queries start..stop to the whole gallery (numpy; ``tensors``: a torch tensor, on the
+        device where the sparse stages run there).
 
         final = (1 - lambda) * jaccard + lambda * original. A query and a gallery item whose weight rows share no
         entry (most pairs) have jaccard exactly 1: those entries are (1 - lambda) + lambda * d^2 / max, computed
@@ -618,7 +619,7 @@ class KReciprocal:
         if self.sparse_on_device:
             from reidkit.evaluation import rerank_device
 
-            return rerank_device.block(self, start, stop)
+            return rerank_device.block(self, start, stop, tensors)
 
         q_rows = np.arange(start, stop)
         which, cols, vq = self.v.gather(q_rows)
@@ -632,14 +633,14 @@ class KReciprocal:
         if self.lambda_ == 0:  # the original distances are weighted 0: final is the Jaccard distance alone
             final = np.ones((len(q_rows), self.ng), np.float64 if self.computer.dtype == torch.float64 else np.float32)
             final.reshape(-1)[shared] = jaccard
-            return final
+            return torch.from_numpy(final) if tensors else final
         d = self._distances(start, stop)
         at = torch.as_tensor(shared, device=d.device)
         original = d.view(-1)[at].cpu().numpy().astype(np.float64) ** 2 / self.row_max[start + shared // self.ng]
         scale = torch.as_tensor(self.lambda_ / self.row_max[start:stop], dtype=d.dtype, device=d.device)
         final = d.square_().mul_(scale[:, None]).add_(1.0 - self.lambda_).cpu().numpy()
         final.reshape(-1)[shared] = (1.0 - self.lambda_) * jaccard + self.lambda_ * original
-        return final
+        return torch.from_numpy(final) if tensors else final
 
     def _distances(self, start: int, stop: int):
         """Distances of queries start..stop to the gallery, a new tensor: the k-NN pass's where kept, else computed."""
@@ -651,8 +652,13 @@ class KReciprocal:
             parts.append(self.computer.block_tensor(self.feats[max(start, held) : stop], slice(self.g0, self.n)))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first query, final distances block) with bounded memory."""
+    def chunks(self, rows: int | None = None, tensors: bool | None = False) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first query, final distances block) with bounded memory.
+
+        tensors: blocks as torch tensors (ranked where they are: on the device when the sparse stages run there)
+        instead of numpy; None: tensors when the sparse stages run off the CPU (evaluation's choice)."""
+        if tensors is None:
+            tensors = self.sparse_on_device and self.computer.device.type != "cpu"
         cap = rows or self.rows or rows_per_chunk(self.ng, 1 << 24)
         pairs = np.cumsum(self._jaccard_pairs(np.arange(self.nq))) if self.nq else np.zeros(0)
         start = 0
@@ -663,7 +669,7 @@ class KReciprocal:
             stop = min(max(stop, start + 1), start + cap, self.nq)
             # its product is numpy's on the CPU; with kept products, one thread also ran faster here (1.2x, shared machine)
             with _torch_threads(1 if self.computer.device.type == "cpu" else 0):
-                block = self.block(start, stop)
+                block = self.block(start, stop, tensors)
             yield start, block
             start = stop
 

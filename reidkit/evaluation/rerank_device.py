@@ -3,8 +3,8 @@
 The same steps as rerank.py's numpy code (``_expansion_sets``, ``KReciprocal._weights``, ``_expand``,
 ``_index_gallery``, ``block``), on the computer's device: ``KReciprocal`` uses them off the CPU, or on it with
 ``sparse_on_device=True`` (how the tests run them). Weights and min-sums are float64 as in the numpy code; the
-Jaccard blocks keep the numpy code's bound (``_PAIR_BUDGET`` pairs a query chunk, chosen by ``chunks``), and return
-numpy arrays for ranking.
+Jaccard blocks keep the numpy code's bound (``_PAIR_BUDGET`` pairs a query chunk, chosen by ``chunks``), and are
+returned as numpy arrays or, for evaluation, as device tensors that ranking.py scores where they are.
 """
 from __future__ import annotations
 
@@ -167,8 +167,9 @@ def _min_sums(rr, start: int, stop: int):
     return shared, temp_min[shared]
 
 
-def block(rr, start: int, stop: int) -> np.ndarray:
-    """KReciprocal.block on the device: final distances of queries start..stop to the whole gallery, numpy."""
+def block(rr, start: int, stop: int, tensors: bool = False):
+    """KReciprocal.block on the device: final distances of queries start..stop to the whole gallery, numpy (or the
+    device tensor itself with ``tensors``)."""
     import torch
 
     shared, temp_min = _min_sums(rr, start, stop)
@@ -176,7 +177,7 @@ def block(rr, start: int, stop: int) -> np.ndarray:
     if rr.lambda_ == 0:  # the original distances are weighted 0: final is the Jaccard distance alone
         final = torch.ones((stop - start, rr.ng), dtype=rr.computer.dtype, device=jaccard.device)
         final.view(-1)[shared] = jaccard.to(final.dtype)
-        return final.cpu().numpy()
+        return final if tensors else final.cpu().numpy()
     d = rr._distances(start, stop)
     shared = shared.to(d.device)
     original = d.view(-1)[shared].double() ** 2 / rr.row_max_t.to(d.device)[start + shared // rr.ng]
@@ -184,4 +185,4 @@ def block(rr, start: int, stop: int) -> np.ndarray:
     scale = torch.as_tensor(rr.lambda_ / rr.row_max[start:stop], dtype=d.dtype, device=d.device)
     final = d.square_().mul_(scale[:, None]).add_(1.0 - rr.lambda_)
     final.view(-1)[shared] = ((1.0 - rr.lambda_) * jaccard.to(d.device) + rr.lambda_ * original).to(final.dtype)
-    return final.cpu().numpy()
+    return final if tensors else final.cpu().numpy()
