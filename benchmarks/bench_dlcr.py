@@ -79,7 +79,16 @@ GPU_SUITE = (
     ("batched16-bf16-ddim50-compile-only", dict(batch=16, images=32, compile="default")),
     ("batched16-bf16-dpmsolver20-compile-only", dict(batch=16, images=32, compile="default", scheduler="dpm-solver++",
                                                      steps=20)),
+    # issue 30: what might lift DDIM-50 from 0.37 to half the peak: CUDA graphs (compile's reduce-overhead: one
+    # replay a step instead of ~1,000 kernel launches), a larger batch, autotuned kernels without graphs
+    ("batched16-bf16-ddim50-cudagraphs", dict(batch=16, images=32, compile="reduce-overhead")),
+    ("batched32-bf16-ddim50-compile-only", dict(batch=32, images=64, compile="default")),
+    ("batched32-bf16-ddim50-cudagraphs", dict(batch=32, images=64, compile="reduce-overhead")),
+    ("batched16-bf16-ddim50-autotune", dict(batch=16, images=32, compile="max-autotune-no-cudagraphs")),
 )
+# gpu_session.sh's part dlcr-graphs: the baseline, then the new configurations in order of promise
+ISSUE30 = ("original-batch5-fp16-ddim50", "batched16-bf16-ddim50-cudagraphs", "batched32-bf16-ddim50-compile-only",
+           "batched32-bf16-ddim50-cudagraphs", "batched16-bf16-ddim50-autotune")
 CPU_SUITE = (("per-image", dict(batch=1)), ("batched", dict(batch=8)))
 
 
@@ -171,7 +180,8 @@ def main():
     ap.add_argument("--full-size", action="store_true", help="SD-1.5 inpainting architecture, random weights, in memory")
     ap.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16")
     ap.add_argument("--suite", choices=("cpu", "gpu"), default=None, help="default: gpu on CUDA, else cpu")
-    ap.add_argument("--only", help="comma-separated config names of the suite to run")
+    ap.add_argument("--only", help="comma-separated config names of the suite to run, in that order (issue30: "
+                    "the baseline and the configurations issue 30 asks to try)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -181,7 +191,8 @@ def main():
     cuda = args.device.startswith("cuda")
     suite = dict(GPU_SUITE if (args.suite or ("gpu" if cuda else "cpu")) == "gpu" else CPU_SUITE)
     if args.only:
-        suite = {k: v for k, v in suite.items() if k in args.only.split(",")}
+        names = ISSUE30 if args.only == "issue30" else args.only.split(",")
+        suite = {k: suite[k] for k in names if k in suite}  # in the order given
     args.images = max([args.images] + [c.get("images", 0) for c in suite.values()])
     tmp = Path(tempfile.mkdtemp(prefix="bench-dlcr-"))
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

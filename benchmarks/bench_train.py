@@ -15,6 +15,10 @@ of (a), and the fixed costs named (loader start = the first batch's wait,
 evaluation, checkpoint), averaged over the middle epochs and extrapolated to
 an epoch of `--epoch-images` images (Market-1501's 12,936).
 
+(c) With --writer-cost: the background checkpoint writer's cost to the next
+epoch, the engine's epochs with a checkpoint after every epoch against one only
+after the last, side by side (issue 30's goal: under 2 % of an epoch).
+
 Nothing is downloaded: random start weights, a synthetic store written first.
 Prints one JSON object.
 
@@ -135,7 +139,8 @@ def measure_pipeline(args, config, store, items, p, k):
     return results
 
 
-def measure_epochs(args, config, store_path, directory: Path, step_s: float, pipeline_step_s: float, batch_images: int):
+def measure_epochs(args, config, store_path, directory: Path, step_s: float, pipeline_step_s: float, batch_images: int,
+                   checkpoint_every: int = 1):
     """(b): the engine's epochs (loop, loader start, eval, checkpoint) against ``steps`` x the pure step time.
 
     ``fixed_s``: what the epoch spends outside its steps in the training thread (first batch's wait, evaluation,
@@ -145,7 +150,8 @@ def measure_epochs(args, config, store_path, directory: Path, step_s: float, pip
     from reidkit.training.engine import train
 
     run_config = {**config, "epochs": args.epochs, "eval_every": args.eval_every, "warmup_epochs": 0, "milestones": [],
-                  "num_workers": args.workers, "backbone": {**config["backbone"], "weights": None}}
+                  "num_workers": args.workers, "backbone": {**config["backbone"], "weights": None},
+                  "checkpoint_every": checkpoint_every}
     timings = []
     out = Path(tempfile.mkdtemp(prefix="run-", dir=directory))
     train(store_path, run_config, out, progress=False, max_steps=args.steps, timings=timings, evaluator=TestSetEvaluator())
@@ -170,6 +176,24 @@ def measure_epochs(args, config, store_path, directory: Path, step_s: float, pip
             "epoch_images": args.epoch_images}
 
 
+def writer_cost(args, config, store_path, directory: Path, a: dict, batch_images: int) -> dict:
+    """The background checkpoint writer's cost to the epoch after it: the engine's middle epochs with a checkpoint
+    after every epoch against the same run with one only after the last, run in turn (--writer-repeats times each,
+    alternating, so a drift of the machine falls on both); the slowdown is the ratio of their mean loop step time."""
+    runs = {"every_epoch": [], "last_only": []}
+    for _ in range(args.writer_repeats):
+        for name, every in (("every_epoch", 1), ("last_only", 10**6)):
+            runs[name].append(measure_epochs(args, config, store_path, directory, a["memory"]["step_s"],
+                                             a["pipeline"]["step_s"], batch_images, checkpoint_every=every)["loop_step_s"])
+    mean = {k: sum(v) / len(v) for k, v in runs.items()}
+    # the writer's work falls on the epoch after a checkpoint, whatever its length: its extra seconds, as a share of
+    # an epoch of --epoch-images images
+    extra = max(0.0, (mean["every_epoch"] - mean["last_only"]) * args.steps)
+    epoch_s = max(1, args.epoch_images // batch_images) * a["pipeline"]["step_s"]
+    return {"loop_step_s": runs, "slowdown_of_measured_epochs": round(mean["every_epoch"] / mean["last_only"] - 1, 4),
+            "extra_s_per_epoch": round(extra, 3), "share_at_epoch_images": round(extra / epoch_s, 4)}
+
+
 def main():
     import torch
 
@@ -192,6 +216,9 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="none")
     ap.add_argument("--skip-epochs", action="store_true", help="Only (a).")
+    ap.add_argument("--writer-cost", action="store_true",
+                    help="(c): the engine's epochs with a checkpoint every epoch vs only after the last, side by side.")
+    ap.add_argument("--writer-repeats", type=int, default=3, help="(c): runs of each kind, alternating.")
     ap.add_argument("--dir", default=None, help="Folder for the benchmark store and runs (default: a temporary one).")
     args = ap.parse_args()
 
@@ -211,6 +238,8 @@ def main():
         a = results["pipeline_vs_memory"]
         results["epoch_vs_steps"] = measure_epochs(args, config, store_path, directory, a["memory"]["step_s"],
                                                    a["pipeline"]["step_s"], p * k)
+    if args.writer_cost:
+        results["checkpoint_writer"] = writer_cost(args, config, store_path, directory, results["pipeline_vs_memory"], p * k)
     results["settings"] = {**vars(args), "batch_images": p * k, "train_images": int(len(items.kind)), "store_build_s": round(store_s, 1),
                            "python": platform.python_version(), "torch": str(torch.__version__), "threads": torch.get_num_threads(),
                            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from reidkit.contracts import Setting
 
 SCHEDULERS = ("ddim", "dpm-solver++", "unipc", "model")
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # the settings every SD-pipeline generator shares (defaults: the reference's loading, no speed switch on)
 LOADING_DEFAULTS = {"revision": "", "use_safetensors": True, "channels_last": False, "fuse_qkv": False,
@@ -28,7 +28,8 @@ LOADING_SPEC = {
     "use_safetensors": Setting(bool, "load only .safetensors weights (false: pickled .bin files accepted too)"),
     "channels_last": Setting(bool, "UNet and VAE in channels_last memory format (faster convolutions on GPUs)"),
     "fuse_qkv": Setting(bool, "fuse the attention q/k/v projections into one matrix product"),
-    "compile": Setting(str, "torch.compile the UNet: off, default, reduce-overhead or max-autotune",
+    "compile": Setting(str, "torch.compile the UNet: off, default, reduce-overhead (CUDA graphs), "
+                       "max-autotune or max-autotune-no-cudagraphs",
                        choices=COMPILE_MODES),
     "attention_slicing": Setting(bool, "slice attention to save GPU memory (slower; a low-memory fallback only)"),
 }
