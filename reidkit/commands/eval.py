@@ -131,11 +131,13 @@ def leave_group():
     A rank that tore its group down while rank 0 was still in it was seen to abort (SIGABRT) on a loaded machine."""
     import torch.distributed as dist
 
+    from reidkit.training.distributed import leave_group as leave
+
     if dist.is_initialized():
         try:
             dist.barrier()
         finally:
-            dist.destroy_process_group()
+            leave()
 
 
 def annotate(results: dict, model=None, recorded_best=None, store=None):

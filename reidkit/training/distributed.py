@@ -45,7 +45,16 @@ def barrier(ctx: Context):
 
 def teardown(ctx: Context):
     if ctx.world > 1:
-        import torch.distributed as dist
+        leave_group()
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+
+def leave_group():
+    """Leave the process group while the interpreter is whole: destroy it, then collect what still referred to it
+    (a gloo group's threads must not outlive the interpreter's finalisation: pytorch/pytorch#179291, SIGABRT)."""
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()

@@ -212,6 +212,9 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.wait(raise_error=False)  # an interrupted run still finishes the checkpoint it was writing
+            # DDP holds the process group: dropped here, the group's gloo threads end now, not during interpreter
+            # finalisation, where a thread releasing a tensor aborts the process (SIGABRT; pytorch/pytorch#179291)
+            self.net = getattr(self, "model", None)
             teardown(self.ctx)
 
     def run_all(self) -> dict:
