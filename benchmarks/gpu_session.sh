@@ -3,19 +3,19 @@
 # nothing downloads). Run from a folder holding benchmarks/ and tests/ with reidkit installed (not the
 # source tree's reidkit/ on sys.path); results and logs go to $OUT (default /tmp/gpu-out).
 #
-# A lent GPU has minutes, not hours: parts run in the order of PARTS (issue 30's open goals first), each cut to
+# A lent GPU has minutes, not hours: parts run in this file's order (issue 30's open goals first), each cut to
 # what is left of BUDGET seconds; a part that cannot get 45 s is not started, and the last line names those
 # left for the next session (PARTS="..." runs just them).
 #
 #   bash benchmarks/gpu_session.sh            # in priority order, within BUDGET (default 540 s)
-#   PARTS="dlcr train" BUDGET=1200 bash benchmarks/gpu_session.sh
+#   PARTS="dlcr train-bf16" BUDGET=1200 bash benchmarks/gpu_session.sh   # PARTS picks, the file orders
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 BUDGET=${BUDGET:-540}
-PARTS=${PARTS:-"rerank-test rerank rerank-numpy dlcr-graphs train-bf16 train-fp32 prompts dlcr precision dreid eval"}
+PARTS=${PARTS:-"rerank-test rerank rerank-numpy train-bf16 dlcr-graphs train-fp32 prompts dlcr precision dreid eval"}
 LEFT_OUT=""
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.txt" 2>&1
 $PY -c "import torch, diffusers, transformers, reidkit; print(torch.__version__, diffusers.__version__, transformers.__version__, reidkit.__file__)" >>"$OUT/gpu.txt" 2>&1
@@ -44,14 +44,14 @@ part rerank 150 $PY benchmarks/bench_rerank.py --scale msmt --device cuda --old-
   --json "$OUT/rerank.json"
 part rerank-numpy 150 $PY benchmarks/bench_rerank.py --scale msmt --device cuda --old-rows 2048 --full --old-chunks 0 \
   --sparse-numpy --json "$OUT/rerank-numpy.json"
-# DLCR's loop (batch 5, fp16, DDIM-50) against CUDA graphs, batch 32 and autotuned kernels at DDIM-50 (compiled
-# batch 16 was 2.04x, 0.37 of the bf16 peak); each configuration prints its row as it ends
-part dlcr-graphs 300 $PY benchmarks/bench_dlcr.py --full-size --device cuda --dtype bfloat16 --width 256 --height 768 \
-  --steps 50 --only issue30 --json "$OUT/dlcr-graphs.json"
 # the pipeline's cost over training from memory (goal under 10 %) in bf16 and float32 (the default), ResNet-50,
 # 256 x 128, and the background checkpoint writer's cost to the next epoch (goal under 2 %)
 part train-bf16 150 $PY benchmarks/bench_train.py --device cuda --amp bf16 --backbone resnet50 --height 256 --width 128 \
   --batch 16,4 --ids 200 --steps 60 --workers 8 --writer-cost
+# DLCR's loop (batch 5, fp16, DDIM-50) against CUDA graphs, batch 32 and autotuned kernels at DDIM-50 (compiled
+# batch 16 was 2.04x, 0.37 of the bf16 peak); each configuration prints its row as it ends
+part dlcr-graphs 300 $PY benchmarks/bench_dlcr.py --full-size --device cuda --dtype bfloat16 --width 256 --height 768 \
+  --steps 50 --only issue30 --json "$OUT/dlcr-graphs.json"
 part train-fp32 150 $PY benchmarks/bench_train.py --device cuda --amp none --backbone resnet50 --height 256 --width 128 \
   --batch 16,4 --ids 200 --steps 60 --workers 8
 # LLaVA-1.5-7B captioning + Llama-2-7b-chat summarising (random weights, real configs), batch 1 vs 8 / 16,
