@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 BUDGET=${BUDGET:-540}
-PARTS=${PARTS:-"rerank-test rerank rerank-numpy train-bf16 dlcr-graphs train-fp32 prompts dlcr precision dreid eval"}
+PARTS=${PARTS:-"rerank-test rerank rerank-numpy train-bf16 dlcr-graphs train-fp32 prompts dlcr precision dreid eval"}  # the file orders them
 LEFT_OUT=""
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.txt" 2>&1
 $PY -c "import torch, diffusers, transformers, reidkit; print(torch.__version__, diffusers.__version__, transformers.__version__, reidkit.__file__)" >>"$OUT/gpu.txt" 2>&1
