@@ -59,10 +59,15 @@ def neighbour_graph(features, eps: float, k1: int = 30, k2: int = 6, device: str
 def dbscan_labels(features, eps: float = 0.6, min_samples: int = 4, k1: int = 30, k2: int = 6, device: str = "cpu") -> np.ndarray:
     """Pseudo labels of L2-normalised ``features``: DBSCAN (eps, min_samples, precomputed) on their Jaccard distances;
     -1 for an item in no cluster. Clusters are numbered as DBSCAN finds them (from the lowest item index)."""
+    import warnings
+
     from sklearn.cluster import DBSCAN
+    from sklearn.exceptions import EfficiencyWarning
 
     graph = neighbour_graph(features, eps, k1, k2, device)
-    return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(graph).astype(np.int64)
+    with warnings.catch_warnings():  # scikit-learn 1.3 warns that rows are by index, not by distance: on purpose
+        warnings.simplefilter("ignore", EfficiencyWarning)
+        return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(graph).astype(np.int64)
 
 
 def camera_centred(features, cameras) -> np.ndarray:
