@@ -213,3 +213,42 @@ def test_protocol_pairs_follow_the_store(tmp_path):
     person_feats = np.eye(16, dtype=np.float32)[store.pid % 16] + 1e-3
     single = evaluate_features(store, person_feats, np.arange(len(store)), ["single"], verification=True)["single"]
     assert single["tpr_at_fpr"] == {"1e-4": 1.0, "1e-3": 1.0, "1e-2": 1.0}
+
+
+def test_verification_and_ranked_lists_ride_the_rankings_one_pass(tmp_path, monkeypatch):
+    # With re-ranking (the costly distances), eval's ranking, verification and ranked lists read one production of
+    # each trial's distance blocks: one KReciprocal per trial, not two; the figures are those of the whole re-ranked
+    # matrix scored and counted directly (single-shot: 3 trials, so 3 re-rankings).
+    from reidkit.evaluation import rerank
+    from reidkit.evaluation.protocols import build_set, _split_images
+    from reidkit.evaluation.ranking import evaluate_scores
+    from reidkit.evaluation.runner import evaluate_features
+
+    store = tiny_store(tmp_path)
+    rng = np.random.default_rng(5)
+    feats = rng.standard_normal((len(store), 6)).astype(np.float32)
+    made = []
+
+    class Counted(rerank.KReciprocal):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(rerank, "KReciprocal", Counted)
+    settings = {"k1": 4, "k2": 2, "lambda": 0.3}
+    got = evaluate_features(store, feats, np.arange(len(store)), ["standard", "single"], rerank=settings,
+                            verification=True, ranks={"n": 3, "k": 5, "queries": None})
+    assert len(made) == 1 + 3
+    r = got["standard"]
+    protocol = next(p for p in store.protocols if p.name == "standard")
+    row_of = np.arange(len(store))
+    sets = [build_set(store, _split_images(store, split, None, role, protocol), feats, row_of, "image", role, protocol)
+            for split, role in (("query", "query"), ("gallery", "gallery"))]
+    query, gallery = sets
+    d = rerank.k_reciprocal(query.features, gallery.features, 4, 2, 0.3)
+    want = evaluate_scores(d, query.person, gallery.person, query.camera, gallery.camera)
+    assert r["mAP"] == pytest.approx(want["mAP"], abs=1e-12) and r["cmc"] == pytest.approx(want["cmc"], abs=1e-12)
+    counted = verify_scores(d, query.person, gallery.person, query.camera, gallery.camera)
+    assert r["tpr_at_fpr"] == counted["tpr_at_fpr"] and r["verification_pairs"] == counted["verification_pairs"]
+    assert len(r["ranked_lists"]) == 3 and all(sum(x != "junk" for x in e["labels"]) == 5 for e in r["ranked_lists"])
+    assert "tpr_at_fpr" in got["single"] and "ranked_lists" in got["single"]

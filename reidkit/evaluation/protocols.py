@@ -8,7 +8,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.evaluation.distance import DistanceComputer, check_metric
-from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator, check_rule
+from reidkit.evaluation.ranking import PairRule, RankScorer, ScoreAccumulator, check_rule
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 RERANK_DEFAULTS = {"k1": 20, "k2": 6, "lambda": 0.3}
@@ -99,14 +99,23 @@ def distance_blocks(query: EvalSet, gallery: EvalSet, distance, rerank, device, 
 
 
 def score_sets(query: EvalSet, gallery: EvalSet, rule, distance="cosine", rerank=None, device="cpu", max_rank=50,
-               on_rows: Callable[[int], None] | None = None) -> dict:
+               on_rows: Callable[[int], None] | None = None, consumers=()) -> dict:
+    """Rank and score every query block; ``consumers`` (objects with ``add_block(block, pairs)``: verification,
+    ranked lists) get the same blocks, on the host, with the rule's pair bookkeeping: one pass over the distances."""
     clothes_rule = rule != "standard"
-    scorer = RankScorer(gallery.person, gallery.camera, gallery.clothes if clothes_rule else None, rule)
+    g_clothes = gallery.clothes if clothes_rule else None
+    scorer = RankScorer(gallery.person, gallery.camera, g_clothes, rule)
+    pair_rule = PairRule(rule, gallery.person, gallery.camera, g_clothes) if consumers else None
     acc = ScoreAccumulator(max_rank)
     for start, block in distance_blocks(query, gallery, distance, rerank, device, on_rows):
         stop = start + len(block)
-        acc.add(scorer.score(block, query.person[start:stop], query.camera[start:stop],
-                             query.clothes[start:stop] if clothes_rule else None), start)
+        q_clothes = query.clothes[start:stop] if clothes_rule else None
+        acc.add(scorer.score(block, query.person[start:stop], query.camera[start:stop], q_clothes), start)
+        if consumers:
+            host = block if isinstance(block, np.ndarray) else block.cpu().numpy()  # a GPU's block: counted on the host
+            pairs = pair_rule.pairs(start, query.person[start:stop], query.camera[start:stop], q_clothes)
+            for consumer in consumers:
+                consumer.add_block(host, pairs)
         if on_rows:
             on_rows(len(block))
     return acc.summary()
@@ -130,7 +139,9 @@ def normalise_rerank(rerank) -> dict | None:
 
 
 def evaluate_protocol(store, protocol, features, row_of, distance="cosine", rerank=None, device="cpu", seed=0,
-                      max_rank=50, on_rows=None) -> dict:
+                      max_rank=50, on_rows=None, consumers=None) -> dict:
+    """One protocol's metrics. ``consumers(query, gallery, rule, trial)``: what else reads each gallery trial's
+    distance blocks in the same pass (verification.PassConsumers)."""
     rule = check_rule(protocol.rule)
     q_idx = _split_images(store, protocol.query, protocol.query_cameras, "query", protocol)
     g_idx = _split_images(store, protocol.gallery, protocol.gallery_cameras, "gallery", protocol)
@@ -141,11 +152,13 @@ def evaluate_protocol(store, protocol, features, row_of, distance="cosine", rera
     if protocol.gallery_sampling == "single_shot":
         trials = max(1, int(protocol.trials))
         galleries = [single_shot(gallery, np.random.default_rng([seed, t])) for t in range(trials)]
-        result = _average([score_sets(query, g, rule, distance, rerank, device, max_rank, on_rows) for g in galleries])
+        result = _average([score_sets(query, g, rule, distance, rerank, device, max_rank, on_rows,
+                                      consumers(query, g, rule, t) if consumers else ()) for t, g in enumerate(galleries)])
         gallery = galleries[0]  # every trial has one unit per person
     elif protocol.gallery_sampling == "all":
         trials = 1
-        result = score_sets(query, gallery, rule, distance, rerank, device, max_rank, on_rows)
+        result = score_sets(query, gallery, rule, distance, rerank, device, max_rank, on_rows,
+                            consumers(query, gallery, rule, 0) if consumers else ())
     else:
         raise ReidkitError(f"protocol '{protocol.name}' has unknown gallery_sampling '{protocol.gallery_sampling}' (all, single_shot)")
     result.update(protocol=protocol.name, rule=rule, unit=protocol.unit, queries=len(query), gallery=len(gallery),

@@ -141,7 +141,7 @@ class RankedLists:
 
 
 def collector(settings):
-    """A factory for verification.verify_protocol's ``extra``: the RankedLists it made are kept in ``.made``."""
+    """A factory for verification.PassConsumers' ``extra``: the RankedLists it made are kept in ``.made``."""
     made = []
 
     def make(query, gallery, rule):

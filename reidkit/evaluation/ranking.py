@@ -230,6 +230,35 @@ def _is_tensor(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
 
 
+@dataclass
+class BlockPairs:
+    """One block's same-person bookkeeping: gallery items of each query's person, and which are positives."""
+
+    start: int
+    same_idx: np.ndarray
+    real: np.ndarray
+    is_pos: np.ndarray
+
+
+class PairRule:
+    """Which (query, gallery) pairs of a block are same-person, and which of those the rule keeps as positives:
+    the ranking's own bookkeeping (ranking.SamePerson, ranking.positive_mask)."""
+
+    def __init__(self, rule, g_person, g_camera, g_clothes=None):
+        self.rule = check_rule(rule)
+        self.same = SamePerson(np.asarray(g_person))
+        self.g_camera = np.asarray(g_camera)
+        self.g_clothes = None if g_clothes is None else np.asarray(g_clothes)
+
+    def pairs(self, start, q_person, q_camera, q_clothes=None) -> BlockPairs:
+        same_idx, real = self.same.lookup(np.asarray(q_person))
+        clothes = self.rule != "standard"
+        qc = np.asarray(q_clothes)[:, None] if clothes else None
+        gc = self.g_clothes[same_idx] if clothes else None
+        is_pos = positive_mask(self.rule, np.asarray(q_camera)[:, None], self.g_camera[same_idx], qc, gc) & real
+        return BlockPairs(start, same_idx, real, is_pos)
+
+
 class RankScorer:
     """Scores query chunks against one gallery under one rule."""
 

@@ -44,7 +44,7 @@ def evaluate_runner(runner, store, protocols=None, batch_size=128, refine_run=No
     records the flip used (``flip``).
 
     ``ranks``: None or ranked-list settings ({n, k, queries}: ranked_lists.py), without refinement: each result
-    then holds ``ranked_lists`` (a second pass over the distances; see ``evaluate_features``).
+    then holds ``ranked_lists`` (from the ranking's own pass; see ``evaluate_features``).
     """
     from reidkit.evaluation.refinement import DEFAULTS, check_refinable, evaluate_refined
     from reidkit.evaluation.sharded import rank_and_world
@@ -75,14 +75,14 @@ def evaluate_features(store, features, index, protocols=None, distance="cosine",
     ``aqe``: None or {k, alpha} (query_expansion.py): each protocol's query and gallery images are expanded
     first, then distances, re-ranking and everything below use the expanded features (fast-reid's order).
     ``verification``: TPR at FPR 1e-4 / 1e-3 / 1e-2 (verification.py; ``tpr_at_fpr``, ``fpr_thresholds``,
-    ``verification_pairs`` in each result), from a second pass over the protocol's distances.
-    ``ranks``: None or {n, k, queries} (ranked_lists.py): ``ranked_lists`` in each result, from that pass.
+    ``verification_pairs`` in each result), from the ranking's own pass over the protocol's distances.
+    ``ranks``: None or {n, k, queries} (ranked_lists.py): ``ranked_lists`` in each result, from that pass too.
     Every result records ``aqe`` (None when off).
     """
     from reidkit.evaluation.protocols import evaluate_protocol, normalise_rerank, validate_inputs
     from reidkit.evaluation.query_expansion import check_protocol, expand_protocol, normalise_aqe
     from reidkit.evaluation.ranked_lists import check_queries, collector, normalise_ranks
-    from reidkit.evaluation.verification import verify_protocol
+    from reidkit.evaluation.verification import PassConsumers
 
     features, row_of, selected = validate_inputs(store, features, index, protocols, distance)
     rerank, aqe, ranks = normalise_rerank(rerank), normalise_aqe(aqe), normalise_ranks(ranks)
@@ -94,13 +94,12 @@ def evaluate_features(store, features, index, protocols=None, distance="cosine",
     results, cache = {}, {}
     for p in selected:
         feats, rows = expand_protocol(store, p, features, row_of, aqe, device, cache, on_rows) if aqe else (features, row_of)
-        result = evaluate_protocol(store, p, feats, rows, distance, rerank, device, seed, max_rank, on_rows)
-        result["aqe"] = aqe
         lists = collector(ranks) if ranks else None
-        extra = verify_protocol(store, p, feats, rows, distance, rerank, device, seed, on_rows, verify=verification,
-                                extra=lists) if (verification or ranks) else None
-        if extra:
-            result.update(extra)
+        riders = PassConsumers(verification, lists) if (verification or ranks) else None
+        result = evaluate_protocol(store, p, feats, rows, distance, rerank, device, seed, max_rank, on_rows, riders)
+        result["aqe"] = aqe
+        if verification:
+            result.update(riders.result())
         if ranks:
             result["ranked_lists"] = lists.made[0].entries(ranks["n"])
         results[p.name] = result
@@ -108,16 +107,14 @@ def evaluate_features(store, features, index, protocols=None, distance="cosine",
 
 
 def evaluation_rows(store, protocols, rerank=False, aqe=False, verification=False, ranks=False) -> int:
-    """Rows ``evaluate_features`` reports through ``on_rows``, for a progress bar."""
+    """Rows ``evaluate_features`` reports through ``on_rows``, for a progress bar (``verification`` and ``ranks`` add
+    none: they read the ranking's own pass)."""
     from reidkit.evaluation.protocols import protocol_rows
     from reidkit.evaluation.query_expansion import protocol_images
-    from reidkit.evaluation.verification import pass_rows
 
     total, pools = 0, set()
     for p in protocols:
-        total += protocol_rows(store, p, bool(rerank))
-        if verification or ranks:
-            total += pass_rows(store, p, bool(rerank), bool(verification))
+        total += protocol_rows(store, p, bool(rerank))  # verification and ranked lists ride along that pass
         if aqe:
             images = protocol_images(store, p)
             if images.tobytes() not in pools:

@@ -25,9 +25,9 @@ buffer) beside the 128 MiB block and its 32 MiB boolean mask; the full 3.8 GB ma
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from reidkit.evaluation.ranking import BlockPairs, PairRule  # noqa: F401 (re-exported: callers import them from here)
 
 FPR_KEYS = ("1e-4", "1e-3", "1e-2")
 
@@ -133,72 +133,6 @@ def negative_pairs(q_person, g_person) -> int:
 
 
 # -- one pass over a protocol's distance blocks, feeding whatever needs the distances ---------------------------
-def protocol_sets(store, protocol, features, row_of, seed=0):
-    """(rule, query, [gallery of each trial]) exactly as protocols.evaluate_protocol builds them."""
-    from reidkit.evaluation.protocols import _split_images, build_set, single_shot
-    from reidkit.evaluation.ranking import check_rule
-
-    rule = check_rule(protocol.rule)
-    q_idx = _split_images(store, protocol.query, protocol.query_cameras, "query", protocol)
-    g_idx = _split_images(store, protocol.gallery, protocol.gallery_cameras, "gallery", protocol)
-    query = build_set(store, q_idx, features, row_of, protocol.unit, "query", protocol)
-    gallery = build_set(store, g_idx, features, row_of, protocol.unit, "gallery", protocol)
-    if protocol.gallery_sampling == "single_shot":
-        trials = max(1, int(protocol.trials))
-        return rule, query, [single_shot(gallery, np.random.default_rng([seed, t])) for t in range(trials)]
-    return rule, query, [gallery]
-
-
-@dataclass
-class BlockPairs:
-    """One block's same-person bookkeeping: gallery items of each query's person, and which are positives."""
-
-    start: int
-    same_idx: np.ndarray
-    real: np.ndarray
-    is_pos: np.ndarray
-
-
-class PairRule:
-    """Which (query, gallery) pairs of a block are same-person, and which of those the rule keeps as positives:
-    the ranking's own bookkeeping (ranking.SamePerson, ranking.positive_mask)."""
-
-    def __init__(self, rule, g_person, g_camera, g_clothes=None):
-        from reidkit.evaluation.ranking import SamePerson, check_rule
-
-        self.rule = check_rule(rule)
-        self.same = SamePerson(np.asarray(g_person))
-        self.g_camera = np.asarray(g_camera)
-        self.g_clothes = None if g_clothes is None else np.asarray(g_clothes)
-
-    def pairs(self, start, q_person, q_camera, q_clothes=None) -> BlockPairs:
-        from reidkit.evaluation.ranking import positive_mask
-
-        same_idx, real = self.same.lookup(np.asarray(q_person))
-        clothes = self.rule != "standard"
-        qc = np.asarray(q_clothes)[:, None] if clothes else None
-        gc = self.g_clothes[same_idx] if clothes else None
-        is_pos = positive_mask(self.rule, np.asarray(q_camera)[:, None], self.g_camera[same_idx], qc, gc) & real
-        return BlockPairs(start, same_idx, real, is_pos)
-
-
-def scan(query, gallery, rule, consumers, distance="cosine", rerank=None, device="cpu", on_rows=None):
-    """Produce the protocol's final distance blocks once and hand each to every consumer's ``add_block``."""
-    from reidkit.evaluation.protocols import distance_blocks
-
-    clothes = rule != "standard"
-    rules = PairRule(rule, gallery.person, gallery.camera, gallery.clothes if clothes else None)
-    for start, block in distance_blocks(query, gallery, distance, rerank, device, on_rows):
-        if type(block).__module__.split(".")[0] == "torch":
-            block = block.cpu().numpy()
-        stop = start + len(block)
-        pairs = rules.pairs(start, query.person[start:stop], query.camera[start:stop], query.clothes[start:stop] if clothes else None)
-        for consumer in consumers:
-            consumer.add_block(block, pairs)
-        if on_rows:
-            on_rows(len(block))
-
-
 class _Verifier:
     def __init__(self, query, gallery):
         self.counter = PairCounter(negative_pairs(query.person, gallery.person))
@@ -241,29 +175,23 @@ def average_trials(results: list[dict]) -> dict:
                                    "different": int(round(np.mean([r["verification_pairs"]["different"] for r in results])))}}
 
 
-def verify_protocol(store, protocol, features, row_of, distance="cosine", rerank=None, device="cpu", seed=0,
-                    on_rows=None, verify=True, extra=None) -> dict | None:
-    """TPR at FPR for one protocol: a pass over its final distances, separate from the ranking's.
+class PassConsumers:
+    """What rides along the ranking's own pass over a protocol's distance blocks (protocols.score_sets'
+    ``consumers``): a verifier per gallery trial (``verify``), and ``extra(query, gallery, rule)``'s consumers
+    (objects with ``add_block``, e.g. ranked lists) on the first trial. ``result()``: the verification figures,
+    averaged over the trials (None without ``verify``)."""
 
-    ``extra(query, gallery, rule)``: more consumers (objects with ``add_block``) for the first trial's pass, e.g.
-    ranked lists; ``verify=False`` runs only those (and returns None).
-    """
-    rule, query, galleries = protocol_sets(store, protocol, features, row_of, seed)
-    results = []
-    for t, gallery in enumerate(galleries if verify else galleries[:1]):
-        verifier = [_Verifier(query, gallery)] if verify else []
-        more = list(extra(query, gallery, rule)) if (extra and t == 0) else []
-        if verifier or more:
-            scan(query, gallery, rule, [*verifier, *more], distance, rerank, device, on_rows)
-        if verify:
-            results.append(verifier[0].counter.result())
-    return average_trials(results) if verify else None
+    def __init__(self, verify=True, extra=None):
+        self.verify, self.extra, self.verifiers = verify, extra, []
 
+    def __call__(self, query, gallery, rule, trial):
+        out = []
+        if self.verify:
+            self.verifiers.append(_Verifier(query, gallery))
+            out.append(self.verifiers[-1])
+        if self.extra and trial == 0:
+            out.extend(self.extra(query, gallery, rule))
+        return out
 
-def pass_rows(store, protocol, rerank=False, verify=True) -> int:
-    """Rows ``verify_protocol`` reports through ``on_rows`` (as protocols.protocol_rows; one trial without ``verify``)."""
-    from reidkit.evaluation.protocols import protocol_rows
-
-    rows = protocol_rows(store, protocol, rerank)
-    trials = max(1, int(protocol.trials)) if protocol.gallery_sampling == "single_shot" else 1
-    return rows if verify else rows // trials
+    def result(self) -> dict | None:
+        return average_trials([v.counter.result() for v in self.verifiers]) if self.verify else None
