@@ -259,8 +259,10 @@ def whole(run):
     st = full["stages"]
     shared = {k: st["weights_and_expansion"][k] + st["scoring"][k] for k in ("wall", "cpu")}
     new = {k: knn["new"][k] + shared[k] + st["jaccard_blocks"][k] for k in ("wall", "cpu")}
-    old = {k: knn["old"][k] + shared[k] + full["old_jaccard_blocks"]["scaled"][k] for k in ("wall", "cpu")}
     peak = max(knn["new"]["peak_extra_gb"], knn["new"]["kept_gb"] + full["peak_extra_gb"])
+    if "old_jaccard_blocks" not in full:  # --old-chunks 0: the new way alone (compared with another run's)
+        return {"new": new, "new_peak_extra_gb": peak}
+    old = {k: knn["old"][k] + shared[k] + full["old_jaccard_blocks"]["scaled"][k] for k in ("wall", "cpu")}
     return {"new": new, "old": old, "speedup": {k: old[k] / new[k] for k in ("wall", "cpu")}, "new_peak_extra_gb": peak}
 
 
