@@ -26,6 +26,28 @@ def signal_flag(signum: int = signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL if previous is None else previous)
 
 
+@contextlib.contextmanager
+def ctrl_c_at_safe_points():
+    """Ctrl-C as a flag a loop checks at its safe points (between training steps): a KeyboardInterrupt raised at
+    any bytecode may land in a finaliser or a C callback, where Python prints it as 'ignored' and the work goes on
+    (a CI run saw a Ctrl-C'd training keep training). A second Ctrl-C raises at once, wherever the work is."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(number, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
 def interrupt_flag():
     """The Ctrl-C flag (a write loop raises KeyboardInterrupt itself once it is at a safe point)."""
     return signal_flag(signal.SIGINT)

@@ -467,3 +467,19 @@ def test_ctrl_c_while_the_checkpoint_thread_starts_still_finishes_it(tmp_path, m
         writer.submit(lambda: (time.sleep(0.2), done.write_text("ok")))
     writer.wait(raise_error=False)
     assert done.read_text() == "ok"
+
+
+def test_training_takes_ctrl_c_at_a_step_boundary_and_a_second_one_at_once():
+    # The trainer's Ctrl-C: a flag checked between steps (a KeyboardInterrupt raised at any bytecode can land in a
+    # finaliser, be printed as 'ignored' and lost: a CI run kept training); a second Ctrl-C raises at once.
+    from reidkit.interrupts import ctrl_c_at_safe_points
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_at_safe_points() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs in the main thread at the next bytecode
+        assert flag.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before

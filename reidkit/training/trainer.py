@@ -28,7 +28,7 @@ from reidkit import open_store
 from reidkit._version import __version__
 from reidkit.contracts import CONTRACTS
 from reidkit.errors import Preempted, ReidkitError
-from reidkit.interrupts import signal_flag
+from reidkit.interrupts import ctrl_c_at_safe_points, signal_flag
 from reidkit.pretrained_backbone import load_init
 from reidkit.progress import progress_bar
 from reidkit.store.union import StoreUnion
@@ -202,8 +202,9 @@ class Trainer:
         _cuda_setup(self.ctx.device)
         self.writer = None
         try:
-            # SIGTERM (a scheduler's preemption): the step in progress finishes, a checkpoint at that step, one resume line
-            with signal_flag(signal.SIGTERM) as self.terminated:
+            # SIGTERM (a scheduler's preemption): the step in progress finishes, a checkpoint at that step, one resume
+            # line; Ctrl-C: the step in progress finishes, then KeyboardInterrupt (the last whole checkpoint stays)
+            with signal_flag(signal.SIGTERM) as self.terminated, ctrl_c_at_safe_points() as self.interrupted:
                 result = self.run_all()
             # ranks leave the group together (rank 0 still writes after the others end; two loaded CI runs saw the
             # rank that left first abort); on the success path only: a failed rank must not wait for the others
@@ -226,6 +227,8 @@ class Trainer:
             self.run_epoch(epoch)
             self.call("after_epoch", epoch)
             self.summary = {**self.row, "epochs_run": self.summary["epochs_run"] + 1}
+            if self.interrupted.is_set() and epoch + 1 < self.epochs:  # came during the epoch's end (eval, hooks)
+                raise KeyboardInterrupt
         self.call("after_train")
         _close_loader(self.loader)
         if self.summary["epochs_run"]:
@@ -406,6 +409,8 @@ class Trainer:
                 update(advance=rows, **({"status": status} if status is not None else {}))
                 if self.stop_requested():
                     self.stop_at_step(epoch)
+                if self.interrupted.is_set():
+                    raise KeyboardInterrupt
                 tick = time.perf_counter()
         self.row = self.epoch_row(epoch)
 
