@@ -8,7 +8,7 @@ import numpy as np
 
 from reidkit.errors import ReidkitError
 from reidkit.evaluation.distance import DistanceComputer, check_metric
-from reidkit.evaluation.ranking import PairRule, RankScorer, ScoreAccumulator, check_rule
+from reidkit.evaluation.ranking import RankScorer, ScoreAccumulator, check_rule
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 RERANK_DEFAULTS = {"k1": 20, "k2": 6, "lambda": 0.3}
@@ -105,15 +105,14 @@ def score_sets(query: EvalSet, gallery: EvalSet, rule, distance="cosine", rerank
     clothes_rule = rule != "standard"
     g_clothes = gallery.clothes if clothes_rule else None
     scorer = RankScorer(gallery.person, gallery.camera, g_clothes, rule)
-    pair_rule = PairRule(rule, gallery.person, gallery.camera, g_clothes) if consumers else None
     acc = ScoreAccumulator(max_rank)
     for start, block in distance_blocks(query, gallery, distance, rerank, device, on_rows):
         stop = start + len(block)
         q_clothes = query.clothes[start:stop] if clothes_rule else None
-        acc.add(scorer.score(block, query.person[start:stop], query.camera[start:stop], q_clothes), start)
+        pairs = scorer.pairs(start, query.person[start:stop], query.camera[start:stop], q_clothes)
+        acc.add(scorer.score_pairs(block, pairs), start)
         if consumers:
             host = block if isinstance(block, np.ndarray) else block.cpu().numpy()  # a GPU's block: counted on the host
-            pairs = pair_rule.pairs(start, query.person[start:stop], query.camera[start:stop], q_clothes)
             for consumer in consumers:
                 consumer.add_block(host, pairs)
         if on_rows:

@@ -78,8 +78,7 @@ class RankedLists:
         from reidkit.evaluation.ranking import RankScorer
 
         self.query, self.gallery, self.rule, self.k = query, gallery, rule, int(k)
-        self.clothes_rule = rule != "standard"
-        self.scorer = RankScorer(gallery.person, gallery.camera, gallery.clothes if self.clothes_rule else None, rule)
+        self.scorer = RankScorer(gallery.person, gallery.camera, gallery.clothes if rule != "standard" else None, rule)
         self.ap = np.full(len(query), np.nan)
         self.order = None if queries is None else [int(q) for q in queries]
         self.wanted = None if queries is None else np.asarray(sorted(set(self.order)), np.int64)
@@ -87,9 +86,7 @@ class RankedLists:
 
     def add_block(self, block, pairs):
         start, stop = pairs.start, pairs.start + len(block)
-        q = self.query
-        scores = self.scorer.score(block, q.person[start:stop], q.camera[start:stop],
-                                   q.clothes[start:stop] if self.clothes_rule else None)
+        scores = self.scorer.score_pairs(block, pairs)  # the pass's own bookkeeping, not looked up again
         self.ap[start + scores.query] = scores.ap
         rows = np.arange(len(block)) if self.wanted is None else self.wanted[(self.wanted >= start) & (self.wanted < stop)] - start
         if len(rows) == 0:

@@ -253,7 +253,7 @@ class PairRule:
     def pairs(self, start, q_person, q_camera, q_clothes=None) -> BlockPairs:
         same_idx, real = self.same.lookup(np.asarray(q_person))
         clothes = self.rule != "standard"
-        qc = np.asarray(q_clothes)[:, None] if clothes else None
+        qc = np.asarray(q_clothes)[:, None] if clothes and q_clothes is not None else None  # None: positive_mask says so
         gc = self.g_clothes[same_idx] if clothes else None
         is_pos = positive_mask(self.rule, np.asarray(q_camera)[:, None], self.g_camera[same_idx], qc, gc) & real
         return BlockPairs(start, same_idx, real, is_pos)
@@ -269,17 +269,21 @@ class RankScorer:
         self.g_clothes = None if g_clothes is None else np.asarray(g_clothes)
         if rule != "standard" and self.g_clothes is None:
             raise ReidkitError(f"rule '{rule}' needs gallery clothes labels")
-        self.same = SamePerson(self.g_pids)
+        self.pair_rule = PairRule(self.rule, self.g_pids, self.g_cams, self.g_clothes)
+
+    def pairs(self, start, q_pids, q_cams, q_clothes=None) -> BlockPairs:
+        """The block's same-person bookkeeping, for ``score_pairs`` and for whatever else reads the block."""
+        return self.pair_rule.pairs(start, q_pids, q_cams, q_clothes)
 
     def score(self, block, q_pids, q_cams, q_clothes=None) -> QueryScores:
         """block: (B x Ng) distances, numpy (ranked on the CPU) or a torch tensor (ranked on its device)."""
-        q_pids, q_cams = np.asarray(q_pids), np.asarray(q_cams)
-        if tuple(block.shape) != (len(q_pids), len(self.g_pids)):
-            raise ReidkitError(f"distance block is {block.shape}, expected ({len(q_pids)}, {len(self.g_pids)})")
-        same_idx, real = self.same.lookup(q_pids)
-        qc = None if q_clothes is None else np.asarray(q_clothes)[:, None]
-        gc = None if self.g_clothes is None else self.g_clothes[same_idx]
-        is_pos = positive_mask(self.rule, q_cams[:, None], self.g_cams[same_idx], qc, gc) & real
+        return self.score_pairs(block, self.pairs(0, q_pids, q_cams, q_clothes))
+
+    def score_pairs(self, block, pairs: BlockPairs) -> QueryScores:
+        """``score`` of a block whose pairs are already looked up."""
+        same_idx, real, is_pos = pairs.same_idx, pairs.real, pairs.is_pos
+        if tuple(block.shape) != (len(same_idx), len(self.g_pids)):
+            raise ReidkitError(f"distance block is {block.shape}, expected ({len(same_idx)}, {len(self.g_pids)})")
         rank = positive_ranks_torch if _is_tensor(block) else positive_ranks  # device tensors are ranked where they are
         rows, ranks, n_pos = rank(block, same_idx, real, is_pos)
         if len(rows) == 0:
